@@ -1,0 +1,3 @@
+// Backing directory I/O and name validation. No crypto.
+export * from './BackingStore.js';
+export * from './names.js';
