@@ -49,3 +49,19 @@ export function deriveKek(secret: Uint8Array, iv: Uint8Array, domain: string, pa
   ]);
   return createHmac('sha256', secret).update(message).digest();
 }
+
+/**
+ * The secret an SSE-C object's KEK derives from: HMAC-SHA256(customer key, label), so that the
+ * customer's key is never used directly as the KEK derivation key.
+ */
+export const CUSTOMER_SECRET_LABEL = 'mountd customer key secret v1';
+export function customerSecret(customerKey: Uint8Array): Buffer {
+  if (customerKey.length !== 32) throw new TypeError('customer key must be 32 bytes');
+  return createHmac('sha256', customerKey).update(CUSTOMER_SECRET_LABEL).digest();
+}
+
+/** Object metadata (ETag, content type, user metadata) is encrypted under a subkey of the OEK. */
+export const METADATA_KEY_LABEL = 'mountd object metadata key v1';
+export function metadataKey(oek: Uint8Array): Buffer {
+  return createHmac('sha256', oek).update(METADATA_KEY_LABEL).digest();
+}

@@ -1,0 +1,1130 @@
+// The storage engine both doors use: buckets, objects, open handles, renames, metadata and the key lifecycle.
+import { createHash } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { gcmSeal, openMetadata, sealMetadata, systemRandom, type RandomSource } from '../crypto/index.js';
+import { ErrorCode, MountdError, fromSystemError, isMountdError } from '../errors/index.js';
+import {
+  FORMAT_VERSION,
+  HEADER_BYTES,
+  KEY_RECORD_XATTR,
+  KeyKind,
+  META_XATTR,
+  PACKAGE_NONCE,
+  PACKAGE_PLAINTEXT,
+  backingSize,
+  decodeHeader,
+  decodeRecord,
+  encodeHeader,
+  encodeRecord,
+  packageAad,
+  plaintextSize,
+  type KeyRecord,
+} from '../format/index.js';
+import type { KeyInfo, KeyService } from '../kms/KeyService.js';
+import { BackingStore, INTERNAL_DIR, parseObjectKey, validateBucketName, validatePrefix } from '../store/index.js';
+import { RenameJournal, type RenameIntent } from './journal.js';
+import { listObjects, type ListOptions, type ListResult } from './list.js';
+import { RwLock } from './mutex.js';
+import { ObjectKeys, customerKeyMd5, type EncryptionSpec } from './ObjectKeys.js';
+import { OpenFile, writeFully, type DirtyBudget } from './OpenFile.js';
+
+export type { EncryptionSpec } from './ObjectKeys.js';
+export type { ListOptions, ListResult, ListEntry } from './list.js';
+
+export interface Logger {
+  info(msg: string): void;
+  warn(msg: string): void;
+  error(msg: string): void;
+}
+
+export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
+
+export interface EngineOptions {
+  store: BackingStore;
+  keys: KeyService;
+  defaultKeyName: string;
+  /** Create the default key in the key server when it does not exist (embedded default). */
+  createDefaultKey?: boolean;
+  random?: RandomSource;
+  /** Buffered plaintext per open file before a flush is forced (default 16 MiB). */
+  maxDirtyBytesPerFile?: number;
+  /** Buffered plaintext across all open files before a flush is forced (default 256 MiB). */
+  maxDirtyBytesTotal?: number;
+  log?: Logger;
+  /** Test hooks that simulate a crash between the steps of a rename. */
+  faults?: { afterRenameJournal?: () => void; afterRenameMove?: () => void };
+}
+
+export type EntryType = 'file' | 'directory' | 'symlink';
+
+export interface Stat {
+  type: EntryType;
+  /** Plaintext size for files (including buffered writes); backing size for directories. */
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  ino: number;
+  atimeMs: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export interface ObjectMeta {
+  /** Plaintext MD5 (or multipart ETag), without quotes; absent once the mount changed the content. */
+  etag?: string;
+  contentType?: string;
+  /** User metadata: S3 x-amz-meta-NAME and mount xattr user.NAME. Names are lowercase for S3. */
+  user: Record<string, string>;
+  /** Object tags, if any. */
+  tags?: Record<string, string>;
+}
+
+export interface EncryptionInfo {
+  kind: 'default' | 'named' | 'customer';
+  keyName?: string;
+  /** For customer keys: base64 MD5 of the key, as S3 echoes it. */
+  customerKeyMd5?: string;
+  algorithm: 'AES-256-GCM';
+  formatVersion: number;
+  /** Random file id from the header (hex); stable for the life of the file, new on every replace. */
+  fileId: string;
+}
+
+export interface ObjectInfo {
+  bucket: string;
+  key: string;
+  size: number;
+  mtimeMs: number;
+  meta: ObjectMeta;
+  encryption: EncryptionInfo;
+}
+
+export interface PutOptions {
+  encryption?: EncryptionSpec;
+  contentType?: string;
+  user?: Record<string, string>;
+  tags?: Record<string, string>;
+  /** Overrides the computed MD5 ETag (multipart uploads). */
+  etag?: string;
+}
+
+export interface BucketEncryption {
+  algorithm: 'AES256' | 'aws:kms';
+  keyId?: string;
+}
+
+interface Handle {
+  file: OpenFile;
+  customerKey?: Uint8Array;
+}
+
+const BUCKET_SSE_XATTR = 'user.mountd.bucket-sse';
+const SYMLINK_XATTR = 'user.mountd.symlink';
+const MAX_SYMLINK = 4095;
+const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e';
+
+export class Engine {
+  readonly store: BackingStore;
+  readonly keyService: KeyService;
+  readonly keys: ObjectKeys;
+  private readonly random: RandomSource;
+  private readonly log: Logger;
+  private readonly budget: DirtyBudget;
+  private readonly journal: RenameJournal;
+  private readonly faults: NonNullable<EngineOptions['faults']>;
+  /** Attached open files by backing path: all handles on one file share one state and one lock. */
+  private readonly files = new Map<string, OpenFile>();
+  private readonly loading = new Map<string, Promise<OpenFile>>();
+  private readonly handles = new Map<number, Handle>();
+  private nextHandle = 1;
+  /** Renames take it exclusively; operations that resolve paths take it shared. */
+  private readonly namespace = new RwLock();
+  private closed = false;
+
+  private constructor(opts: EngineOptions) {
+    this.store = opts.store;
+    this.keyService = opts.keys;
+    this.random = opts.random ?? systemRandom;
+    this.log = opts.log ?? silentLogger;
+    this.keys = new ObjectKeys(opts.keys, this.random, opts.defaultKeyName);
+    this.budget = {
+      dirtyBytes: 0,
+      maxPerFile: opts.maxDirtyBytesPerFile ?? 16 * 1024 * 1024,
+      maxTotal: opts.maxDirtyBytesTotal ?? 256 * 1024 * 1024,
+    };
+    this.journal = new RenameJournal(opts.store);
+    this.faults = opts.faults ?? {};
+  }
+
+  /** Opens the engine: cleans temp files, replays unfinished renames, ensures the default key. */
+  static async open(opts: EngineOptions): Promise<Engine> {
+    const engine = new Engine(opts);
+    const cleaned = await opts.store.cleanTemp();
+    if (cleaned > 0) engine.log.info(`removed ${cleaned} temp file(s) left by an earlier run`);
+    await engine.replayJournal();
+    if (opts.createDefaultKey) {
+      try {
+        await opts.keys.describeKey(opts.defaultKeyName);
+      } catch (err) {
+        if (!isMountdError(err, ErrorCode.KeyNotFound)) throw err;
+        await opts.keys.createKey(opts.defaultKeyName);
+        engine.log.info(`created default key ${opts.defaultKeyName}`);
+      }
+    }
+    return engine;
+  }
+
+  /** Flushes every open file and closes them. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const errors: unknown[] = [];
+    for (const f of new Set([...this.files.values(), ...[...this.handles.values()].map((h) => h.file)])) {
+      await f.mutex
+        .run(async () => {
+          if (f.hasKey) await f.sync();
+          await f.close();
+        })
+        .catch((err) => errors.push(err));
+    }
+    this.files.clear();
+    this.handles.clear();
+    if (errors.length > 0) this.log.error(`close: ${errors.length} file(s) could not be flushed`);
+  }
+
+  status() {
+    return {
+      openFiles: new Set([...this.files.values(), ...[...this.handles.values()].map((h) => h.file)]).size,
+      handles: this.handles.size,
+      dirtyBytes: this.budget.dirtyBytes,
+      maxDirtyBytesTotal: this.budget.maxTotal,
+      defaultKey: this.keys.defaultKeyName,
+    };
+  }
+
+  // ---- buckets ----
+
+  async createBucket(name: string): Promise<void> {
+    const p = this.store.bucketPath(name);
+    try {
+      await fsp.mkdir(p, { mode: 0o755 });
+    } catch (err) {
+      throw fromSystemError(err, `bucket ${name}`);
+    }
+  }
+
+  async deleteBucket(name: string): Promise<void> {
+    const p = this.store.bucketPath(name);
+    try {
+      await fsp.rmdir(p);
+    } catch (err) {
+      throw fromSystemError(err, `bucket ${name}`);
+    }
+  }
+
+  async listBuckets(): Promise<Array<{ name: string; createdMs: number }>> {
+    const out: Array<{ name: string; createdMs: number }> = [];
+    for (const d of await fsp.readdir(this.store.root, { withFileTypes: true })) {
+      if (!d.isDirectory() || d.name === INTERNAL_DIR) continue;
+      try {
+        validateBucketName(d.name);
+      } catch {
+        continue;
+      }
+      const st = await fsp.stat(path.join(this.store.root, d.name)).catch(() => null);
+      if (st) out.push({ name: d.name, createdMs: st.birthtimeMs || st.ctimeMs });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async headBucket(name: string): Promise<void> {
+    const st = await fsp.stat(this.store.bucketPath(name)).catch((err) => {
+      throw fromSystemError(err, `bucket ${name}`);
+    });
+    if (!st.isDirectory()) throw new MountdError(ErrorCode.NotFound, `bucket ${name}: not found`);
+  }
+
+  async getBucketEncryption(name: string): Promise<BucketEncryption | null> {
+    await this.headBucket(name);
+    const raw = await this.store.getXattr(this.store.bucketPath(name), BUCKET_SSE_XATTR);
+    return raw ? (JSON.parse(raw.toString('utf8')) as BucketEncryption) : null;
+  }
+
+  async setBucketEncryption(name: string, cfg: BucketEncryption | null): Promise<void> {
+    await this.headBucket(name);
+    const p = this.store.bucketPath(name);
+    if (cfg === null) await this.store.removeXattr(p, BUCKET_SSE_XATTR);
+    else await this.store.setXattr(p, BUCKET_SSE_XATTR, Buffer.from(JSON.stringify(cfg), 'utf8'));
+  }
+
+  /** The key for a new object: explicit spec, else the bucket default, else the daemon default. */
+  private async resolveEncryption(bucket: string, spec: EncryptionSpec | undefined): Promise<EncryptionSpec> {
+    if (spec && spec.kind !== 'default') return spec;
+    const cfg = await this.getBucketEncryption(bucket).catch(() => null);
+    if (!spec && cfg?.algorithm === 'aws:kms' && cfg.keyId) return { kind: 'named', keyName: cfg.keyId };
+    return { kind: 'default' };
+  }
+
+  // ---- whole objects (S3) ----
+
+  /**
+   * Writes a whole object from a stream into a temp file (ciphertext only) and renames it into
+   * place: readers see the old or the new object, never a mix or a partial one.
+   */
+  async putObject(bucket: string, key: string, body: AsyncIterable<Uint8Array> | Uint8Array, opts: PutOptions = {}): Promise<{ etag: string; size: number; encryption: EncryptionInfo }> {
+    this.checkOpen();
+    const parsed = parseObjectKey(key);
+    const target = this.store.objectPath(bucket, key);
+    await this.headBucket(bucket);
+    if (parsed.isDirectoryMarker) {
+      let n = 0;
+      for await (const chunk of toIterable(body)) n += chunk.length;
+      if (n > 0) throw new MountdError(ErrorCode.InvalidArgument, 'a directory marker (key ending in "/") must be empty');
+      await this.namespace.read(() => this.makeParents(bucket, parsed.segments));
+      return { etag: EMPTY_MD5, size: 0, encryption: { kind: 'default', algorithm: 'AES-256-GCM', formatVersion: FORMAT_VERSION, fileId: '' } };
+    }
+    const spec = await this.resolveEncryption(bucket, opts.encryption);
+    const { oek, record } = await this.keys.create(bucket, key, spec);
+    const header = encodeHeader(this.random(16));
+    const tmp = this.store.tempPath('put');
+    const fh = await fsp.open(tmp, 'wx', 0o644);
+    const md5 = createHash('md5');
+    let size = 0;
+    let ok = false;
+    try {
+      await writeFully(fh, header.bytes, 0);
+      let pos = HEADER_BYTES;
+      let index = 0;
+      let pending = Buffer.alloc(0);
+      const out: Buffer[] = [];
+      let outBytes = 0;
+      const emit = async (plain: Buffer, final: boolean) => {
+        const nonce = this.random(PACKAGE_NONCE);
+        const sealed = gcmSeal(oek, nonce, plain, packageAad(header.bytes, index, final));
+        out.push(Buffer.from(nonce), sealed);
+        outBytes += nonce.length + sealed.length;
+        index++;
+        if (outBytes >= 2 * 1024 * 1024 || final) {
+          const buf = Buffer.concat(out);
+          out.length = 0;
+          outBytes = 0;
+          await writeFully(fh, buf, pos);
+          pos += buf.length;
+        }
+      };
+      for await (const chunk of toIterable(body)) {
+        md5.update(chunk);
+        size += chunk.length;
+        pending = pending.length === 0 ? Buffer.from(chunk) : Buffer.concat([pending, chunk]);
+        // Hold back the last full package: only the end of the stream tells whether it is final.
+        while (pending.length > PACKAGE_PLAINTEXT) {
+          await emit(pending.subarray(0, PACKAGE_PLAINTEXT), false);
+          pending = pending.subarray(PACKAGE_PLAINTEXT);
+        }
+      }
+      await emit(pending, true);
+      const etag = opts.etag ?? md5.digest('hex');
+      await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
+      const meta: ObjectMeta = { etag, contentType: opts.contentType, user: opts.user ?? {}, tags: opts.tags };
+      await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, meta));
+      await fh.sync();
+      await fh.close();
+      await this.namespace.read(async () => {
+        await this.makeParents(bucket, parsed.segments.slice(0, -1));
+        const st = await fsp.lstat(target).catch(() => null);
+        if (st?.isDirectory()) throw new MountdError(ErrorCode.NameConflict, `${bucket}/${key}: a directory of that name exists`);
+        await fsp.rename(tmp, target);
+        this.detach(target);
+        await this.store.fsyncDir(path.dirname(target));
+      });
+      ok = true;
+      return { etag, size, encryption: this.describeRecord(record, header.fileId, spec.kind === 'customer' ? spec.customerKey : undefined) };
+    } catch (err) {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    } finally {
+      oek.fill(0);
+      if (!ok) {
+        await fh.close().catch(() => undefined);
+        await fsp.rm(tmp, { force: true });
+      }
+    }
+  }
+
+  /** Metadata and encryption of an object; needs its key (SSE-C: the customer key). */
+  async headObject(bucket: string, key: string, opts: { customerKey?: Uint8Array } = {}): Promise<ObjectInfo> {
+    const parsed = parseObjectKey(key);
+    if (parsed.isDirectoryMarker) return this.markerInfo(bucket, key);
+    return this.withFile(bucket, key, opts.customerKey, async (f) => this.info(f, opts.customerKey));
+  }
+
+  /**
+   * Streams an object's plaintext (a byte range if asked, `end` inclusive). The returned
+   * stream holds the file open until it ends or is destroyed.
+   */
+  async getObject(bucket: string, key: string, opts: { range?: { start: number; end: number }; customerKey?: Uint8Array } = {}): Promise<ObjectInfo & { body: Readable; start: number; end: number }> {
+    const parsed = parseObjectKey(key);
+    if (parsed.isDirectoryMarker) {
+      const info = await this.markerInfo(bucket, key);
+      return { ...info, body: Readable.from([]), start: 0, end: -1 };
+    }
+    const f = await this.acquire(bucket, key, opts.customerKey);
+    try {
+      const info = await f.mutex.run(async () => {
+        await this.ensureKey(f, opts.customerKey);
+        return this.info(f, opts.customerKey);
+      });
+      const start = opts.range?.start ?? 0;
+      const end = Math.min(opts.range?.end ?? info.size - 1, info.size - 1);
+      if (start < 0 || (info.size > 0 && start > end) || (info.size === 0 && start > 0)) {
+        throw new MountdError(ErrorCode.InvalidArgument, 'range not satisfiable');
+      }
+      const engine = this;
+      async function* chunks(): AsyncGenerator<Buffer> {
+        try {
+          for (let at = start; at <= end; ) {
+            const n = Math.min(16 * PACKAGE_PLAINTEXT - (at % PACKAGE_PLAINTEXT), end - at + 1);
+            const buf = await f.mutex.run(async () => {
+              await engine.ensureKey(f, opts.customerKey);
+              const b = await f.read(at, n);
+              engine.keys.assertUsable(f.record);
+              return b;
+            });
+            if (buf.length === 0) break;
+            at += buf.length;
+            yield buf;
+          }
+        } finally {
+          await engine.releaseFile(f);
+        }
+      }
+      return { ...info, body: Readable.from(chunks(), { objectMode: false }), start, end };
+    } catch (err) {
+      await this.releaseFile(f);
+      throw err;
+    }
+  }
+
+  /** Deletes an object (S3 semantics: missing is fine; empty parent directories are pruned). */
+  async deleteObject(bucket: string, key: string): Promise<void> {
+    const parsed = parseObjectKey(key);
+    await this.headBucket(bucket);
+    await this.namespace.read(async () => {
+      const p = this.store.objectPath(bucket, key);
+      try {
+        const st = await fsp.lstat(p);
+        if (st.isDirectory()) {
+          if (!parsed.isDirectoryMarker) return;
+          await fsp.rmdir(p).catch((err) => {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
+          });
+        } else {
+          if (parsed.isDirectoryMarker) return;
+          await fsp.unlink(p);
+          this.detach(p);
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+        throw fromSystemError(err, `${bucket}/${key}`);
+      }
+      await this.pruneEmptyParents(bucket, p);
+    });
+  }
+
+  async list(bucket: string, options: ListOptions = {}): Promise<ListResult> {
+    await this.headBucket(bucket);
+    validatePrefix(options.prefix);
+    return listObjects(this.store.bucketPath(bucket), options);
+  }
+
+  /** Replaces metadata (content type, user metadata, tags) without touching data: CopyObject onto itself. */
+  async updateMeta(bucket: string, key: string, update: (m: ObjectMeta) => ObjectMeta, customerKey?: Uint8Array): Promise<ObjectMeta> {
+    return this.withFile(bucket, key, customerKey, async (f) => {
+      const meta = update(await this.readMeta(f));
+      await this.writeMeta(f, meta);
+      return meta;
+    });
+  }
+
+  // ---- the mount's operations ----
+
+  /** Stat without decryption; `key` "" is the bucket itself. */
+  async stat(bucket: string, key: string): Promise<Stat> {
+    const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
+    let st;
+    try {
+      st = await fsp.lstat(p);
+    } catch (err) {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    }
+    const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, nlink: st.nlink, ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+    if (st.isDirectory()) return { type: 'directory', size: st.size, ...base };
+    if (!st.isFile()) throw new MountdError(ErrorCode.NotSupported, `${bucket}/${key}: not a regular file`);
+    const open = this.files.get(p);
+    let size: number;
+    try {
+      size = open ? open.size : plaintextSize(st.size);
+    } catch {
+      size = 0;
+    }
+    if (st.size <= backingSize(MAX_SYMLINK) && (await this.store.getXattr(p, SYMLINK_XATTR))) {
+      return { type: 'symlink', size, ...base };
+    }
+    return { type: 'file', size, ...base };
+  }
+
+  /** Names in a directory ("" is the bucket's top level). */
+  async readdir(bucket: string, key: string): Promise<Array<{ name: string; type: EntryType }>> {
+    const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
+    try {
+      const out: Array<{ name: string; type: EntryType }> = [];
+      for (const d of await fsp.readdir(p, { withFileTypes: true })) {
+        if (d.isDirectory()) out.push({ name: d.name, type: 'directory' });
+        else if (d.isFile()) out.push({ name: d.name, type: 'file' });
+      }
+      return out;
+    } catch (err) {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    }
+  }
+
+  async mkdir(bucket: string, key: string, mode = 0o755): Promise<void> {
+    const p = this.store.objectPath(bucket, key);
+    await this.namespace.read(async () => {
+      try {
+        await fsp.mkdir(p, { mode });
+      } catch (err) {
+        throw fromSystemError(err, `${bucket}/${key}`);
+      }
+    });
+  }
+
+  async rmdir(bucket: string, key: string): Promise<void> {
+    const p = this.store.objectPath(bucket, key);
+    await this.namespace.read(async () => {
+      try {
+        await fsp.rmdir(p);
+      } catch (err) {
+        throw fromSystemError(err, `${bucket}/${key}`);
+      }
+    });
+  }
+
+  /** Creates an empty object (exclusive) and returns a handle on it. */
+  async create(bucket: string, key: string, opts: { mode?: number; encryption?: EncryptionSpec } = {}): Promise<number> {
+    this.checkOpen();
+    const parsed = parseObjectKey(key);
+    if (parsed.isDirectoryMarker) throw new MountdError(ErrorCode.InvalidName, 'a file name cannot end in "/"');
+    const target = this.store.objectPath(bucket, key);
+    const spec = await this.resolveEncryption(bucket, opts.encryption);
+    const { oek, record } = await this.keys.create(bucket, key, spec);
+    try {
+      await this.writeEmptyFile(target, oek, record, opts.mode ?? 0o644, { user: {} }, true);
+    } finally {
+      oek.fill(0);
+    }
+    return this.open(bucket, key, { customerKey: spec.kind === 'customer' ? spec.customerKey : undefined });
+  }
+
+  /** Opens an existing object for reading and writing; handles on one object share state. */
+  async open(bucket: string, key: string, opts: { truncate?: boolean; customerKey?: Uint8Array } = {}): Promise<number> {
+    const f = await this.acquire(bucket, key, opts.customerKey);
+    try {
+      if (opts.truncate) {
+        await f.mutex.run(async () => {
+          await this.ensureKey(f, opts.customerKey);
+          await f.truncate(0);
+        });
+      }
+    } catch (err) {
+      await this.releaseFile(f);
+      throw err;
+    }
+    const h = this.nextHandle++;
+    this.handles.set(h, { file: f, customerKey: opts.customerKey });
+    return h;
+  }
+
+  async read(h: number, offset: number, length: number): Promise<Buffer> {
+    return this.withHandle(h, (f) => f.read(offset, length));
+  }
+
+  async write(h: number, offset: number, data: Uint8Array): Promise<number> {
+    return this.withHandle(h, (f) => f.write(offset, data));
+  }
+
+  async ftruncate(h: number, size: number): Promise<void> {
+    await this.withHandle(h, (f) => f.truncate(size));
+  }
+
+  async flush(h: number): Promise<void> {
+    await this.withHandle(h, (f) => this.commit(f, false));
+  }
+
+  async fsync(h: number): Promise<void> {
+    await this.withHandle(h, (f) => this.commit(f, true));
+  }
+
+  handleSize(h: number): number {
+    return this.handle(h).file.size;
+  }
+
+  /** Flushes and drops a handle; the file closes with its last handle. */
+  async release(h: number): Promise<void> {
+    const handle = this.handle(h);
+    this.handles.delete(h);
+    const f = handle.file;
+    try {
+      if (f.hasKey && !this.keys.isLocked(f.record.keyName)) await f.mutex.run(() => this.commit(f, false));
+    } finally {
+      await this.releaseFile(f);
+    }
+  }
+
+  async truncate(bucket: string, key: string, size: number): Promise<void> {
+    await this.withFile(bucket, key, undefined, async (f) => {
+      await f.truncate(size);
+      await this.commit(f, false);
+    });
+  }
+
+  /** Unlinks a file (POSIX: open handles keep working on it; parents stay). */
+  async unlink(bucket: string, key: string): Promise<void> {
+    const p = this.store.objectPath(bucket, key);
+    await this.namespace.read(async () => {
+      const st = await fsp.lstat(p).catch((err) => {
+        throw fromSystemError(err, `${bucket}/${key}`);
+      });
+      if (st.isDirectory()) throw new MountdError(ErrorCode.IsDirectory, `${bucket}/${key}: is a directory`);
+      await fsp.unlink(p).catch((err) => {
+        throw fromSystemError(err, `${bucket}/${key}`);
+      });
+      this.detach(p);
+    });
+  }
+
+  async chmod(bucket: string, key: string, mode: number): Promise<void> {
+    const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
+    await fsp.chmod(p, mode & 0o7777).catch((err) => {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    });
+  }
+
+  async chown(bucket: string, key: string, uid: number, gid: number): Promise<void> {
+    const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
+    await fsp.lchown(p, uid, gid).catch((err) => {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    });
+  }
+
+  async utimens(bucket: string, key: string, atimeMs: number, mtimeMs: number): Promise<void> {
+    const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
+    await fsp.utimes(p, atimeMs / 1000, mtimeMs / 1000).catch((err) => {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    });
+  }
+
+  /** A symbolic link is an encrypted object holding its target, marked by an xattr: the target never reaches the disk in clear. */
+  async symlink(bucket: string, key: string, target: string): Promise<void> {
+    const bytes = Buffer.from(target, 'utf8');
+    if (bytes.length === 0 || bytes.length > MAX_SYMLINK || target.includes('\0')) {
+      throw new MountdError(ErrorCode.InvalidArgument, 'symlink target must be 1 to 4095 bytes without NUL');
+    }
+    const p = this.store.objectPath(bucket, key);
+    const { oek, record } = await this.keys.create(bucket, key, await this.resolveEncryption(bucket, undefined));
+    try {
+      await this.writeEmptyFile(p, oek, record, 0o777, { user: {} }, true, bytes);
+    } finally {
+      oek.fill(0);
+    }
+  }
+
+  async readlink(bucket: string, key: string): Promise<string> {
+    const st = await this.stat(bucket, key);
+    if (st.type !== 'symlink') throw new MountdError(ErrorCode.InvalidArgument, `${bucket}/${key}: not a symbolic link`);
+    return this.withFile(bucket, key, undefined, async (f) => (await f.read(0, f.size)).toString('utf8'));
+  }
+
+  async getUserMeta(bucket: string, key: string): Promise<Record<string, string>> {
+    return this.withFile(bucket, key, undefined, async (f) => (await this.readMeta(f)).user);
+  }
+
+  async setUserMeta(bucket: string, key: string, name: string, value: string | null): Promise<void> {
+    await this.updateMeta(bucket, key, (m) => {
+      const user = { ...m.user };
+      if (value === null) {
+        if (!(name in user)) throw new MountdError(ErrorCode.NotFound, `metadata ${name}: not found`);
+        delete user[name];
+      } else user[name] = value;
+      return { ...m, user };
+    });
+  }
+
+  /** Read-only view of an object's encryption: never key material. */
+  async encryptionInfo(bucket: string, key: string): Promise<EncryptionInfo & { keyUsable: boolean; keyError?: string }> {
+    const p = this.store.objectPath(bucket, key);
+    const fh = await fsp.open(p, 'r').catch((err) => {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    });
+    let header;
+    try {
+      const buf = Buffer.alloc(HEADER_BYTES);
+      await fh.read(buf, 0, HEADER_BYTES, 0);
+      header = decodeHeader(buf);
+    } finally {
+      await fh.close();
+    }
+    const raw = await this.store.getXattr(p, KEY_RECORD_XATTR);
+    if (!raw) throw new MountdError(ErrorCode.Integrity, `${bucket}/${key}: no key record`);
+    const record = decodeRecord(raw);
+    const info = this.describeRecord(record, header.fileId);
+    if (record.kind === KeyKind.Customer) return { ...info, keyUsable: false, keyError: 'customer-provided key required' };
+    try {
+      (await this.keys.unseal(record, bucket, key)).fill(0);
+      return { ...info, keyUsable: true };
+    } catch (err) {
+      return { ...info, keyUsable: false, keyError: isMountdError(err) ? err.code : 'error' };
+    }
+  }
+
+  // ---- rename ----
+
+  /**
+   * Renames a file or a directory (replacing a target file or empty directory, as rename(2)).
+   * Every file moved gets its OEK re-sealed for the new path; new records go to the intent
+   * journal first, so a crash at any step is finished at the next start.
+   */
+  async rename(fromBucket: string, fromKey: string, toBucket: string, toKey: string): Promise<void> {
+    this.checkOpen();
+    const from = this.store.objectPath(fromBucket, fromKey);
+    const to = this.store.objectPath(toBucket, toKey);
+    if (from === to) return;
+    if (to.startsWith(from + path.sep)) throw new MountdError(ErrorCode.InvalidArgument, 'cannot move a directory into itself');
+    await this.namespace.write(async () => {
+      const st = await fsp.lstat(from).catch((err) => {
+        throw fromSystemError(err, `${fromBucket}/${fromKey}`);
+      });
+      const parent = await fsp.stat(path.dirname(to)).catch((err) => {
+        throw fromSystemError(err, `${toBucket}/${toKey}`);
+      });
+      if (!parent.isDirectory()) throw new MountdError(ErrorCode.NotDirectory, `${toBucket}/${toKey}: parent is not a directory`);
+      const target = await fsp.lstat(to).catch(() => null);
+      if (target) {
+        if (st.isDirectory() && !target.isDirectory()) throw new MountdError(ErrorCode.NotDirectory, `${toBucket}/${toKey}: not a directory`);
+        if (!st.isDirectory() && target.isDirectory()) throw new MountdError(ErrorCode.IsDirectory, `${toBucket}/${toKey}: is a directory`);
+      }
+      const rels = st.isDirectory() ? await regularFilesBelow(from) : [''];
+      const entries: RenameIntent['entries'] = [];
+      let done = 0;
+      const started = Date.now();
+      for (const rel of rels) {
+        const fk = rel === '' ? fromKey : `${fromKey}/${rel}`;
+        const tk = rel === '' ? toKey : `${toKey}/${rel}`;
+        const open = this.files.get(path.join(from, rel));
+        const record = open ? open.record : await this.readRecord(path.join(from, rel), `${fromBucket}/${fk}`);
+        const next = await this.keys.reseal(record, { bucket: fromBucket, key: fk }, { bucket: toBucket, key: tk });
+        entries.push({ rel, record: encodeRecord(next).toString('base64') });
+        if (++done % 1000 === 0) this.log.info(`rename ${fromBucket}/${fromKey}: re-sealed ${done}/${rels.length} files (${Math.round(done / ((Date.now() - started) / 1000 || 1))}/s)`);
+      }
+      const intent: RenameIntent = { version: 1, op: 'rename', from: { bucket: fromBucket, key: fromKey }, to: { bucket: toBucket, key: toKey }, entries };
+      const id = await this.journal.write(intent);
+      this.faults.afterRenameJournal?.();
+      try {
+        await fsp.rename(from, to);
+      } catch (err) {
+        await this.journal.remove(id);
+        throw fromSystemError(err, `${toBucket}/${toKey}`);
+      }
+      this.faults.afterRenameMove?.();
+      if (target && !target.isDirectory()) this.detach(to);
+      await this.applyIntent(intent);
+      // Open files follow their path: new location, new record.
+      for (const [p, f] of [...this.files]) {
+        if (p !== from && !p.startsWith(from + path.sep)) continue;
+        const rel = p === from ? '' : path.relative(from, p);
+        const entry = entries.find((e) => e.rel === rel);
+        this.files.delete(p);
+        f.backingPath = rel === '' ? to : path.join(to, rel);
+        f.bucket = toBucket;
+        f.key = rel === '' ? toKey : `${toKey}/${rel.split(path.sep).join('/')}`;
+        if (entry) f.record = decodeRecord(Buffer.from(entry.record, 'base64'));
+        this.files.set(f.backingPath, f);
+      }
+      await this.store.fsyncDir(path.dirname(from));
+      if (path.dirname(from) !== path.dirname(to)) await this.store.fsyncDir(path.dirname(to));
+      await this.journal.remove(id);
+    });
+  }
+
+  private async applyIntent(intent: RenameIntent): Promise<void> {
+    const to = this.store.objectPath(intent.to.bucket, intent.to.key);
+    for (const e of intent.entries) {
+      const p = e.rel === '' ? to : path.join(to, e.rel);
+      const exists = await fsp.lstat(p).catch(() => null);
+      if (exists?.isFile()) await this.store.setXattr(p, KEY_RECORD_XATTR, Buffer.from(e.record, 'base64'));
+    }
+  }
+
+  private async replayJournal(): Promise<void> {
+    for (const { id, intent } of await this.journal.pending()) {
+      const from = this.store.objectPath(intent.from.bucket, intent.from.key);
+      const to = this.store.objectPath(intent.to.bucket, intent.to.key);
+      if (await fsp.lstat(from).catch(() => null)) await fsp.rename(from, to);
+      await this.applyIntent(intent);
+      await this.journal.remove(id);
+      this.log.info(`finished an interrupted rename of ${intent.from.bucket}/${intent.from.key} to ${intent.to.bucket}/${intent.to.key} (${intent.entries.length} files)`);
+    }
+  }
+
+  // ---- keys ----
+
+  async createKey(name: string): Promise<void> {
+    await this.keyService.createKey(name);
+  }
+
+  async listKeys(prefix = ''): Promise<KeyInfo[]> {
+    return this.keyService.listKeys(prefix);
+  }
+
+  /**
+   * Locks every file under the key before returning: new operations are refused at once,
+   * buffered writes are encrypted and written (nothing is lost), then every unsealed key and
+   * decrypted package in memory is dropped and the key server disables the key.
+   */
+  async disableKey(name: string): Promise<void> {
+    this.keys.lock(name);
+    await this.dropKeysOf(name);
+    try {
+      await this.keyService.disableKey(name);
+    } catch (err) {
+      if (!isMountdError(err, ErrorCode.KeyNotFound)) this.keys.unlock(name);
+      throw err;
+    }
+  }
+
+  async enableKey(name: string): Promise<void> {
+    await this.keyService.enableKey(name);
+    this.keys.unlock(name);
+  }
+
+  /** Crypto-erase: after this, files under the key cannot be decrypted by anyone. */
+  async deleteKey(name: string): Promise<void> {
+    this.keys.lock(name);
+    try {
+      await this.dropKeysOf(name);
+      await this.keyService.deleteKey(name);
+    } finally {
+      this.keys.unlock(name);
+    }
+  }
+
+  private async dropKeysOf(name: string): Promise<void> {
+    const all = new Set([...this.files.values(), ...[...this.handles.values()].map((h) => h.file)]);
+    for (const f of all) {
+      if (f.record.kind === KeyKind.Customer || f.record.keyName !== name) continue;
+      await f.mutex.run(async () => {
+        if (f.hasKey) {
+          try {
+            await f.flush();
+          } catch (err) {
+            this.log.error(`flush before locking ${f.bucket}/${f.key} failed: ${(err as Error).message}`);
+          }
+        }
+        f.dropKey();
+      });
+    }
+  }
+
+  // ---- internals ----
+
+  private checkOpen(): void {
+    if (this.closed) throw new MountdError(ErrorCode.Busy, 'engine is closed');
+  }
+
+  private handle(h: number): Handle {
+    const handle = this.handles.get(h);
+    if (!handle) throw new MountdError(ErrorCode.BadHandle, `no open handle ${h}`);
+    return handle;
+  }
+
+  private async withHandle<T>(h: number, fn: (f: OpenFile) => Promise<T>): Promise<T> {
+    const handle = this.handle(h);
+    const f = handle.file;
+    return f.mutex.run(async () => {
+      await this.ensureKey(f, handle.customerKey);
+      const result = await fn(f);
+      // A disable that landed while this operation waited on I/O wins: its result is withheld.
+      this.keys.assertUsable(f.record);
+      return result;
+    });
+  }
+
+  private async withFile<T>(bucket: string, key: string, customerKey: Uint8Array | undefined, fn: (f: OpenFile) => Promise<T>): Promise<T> {
+    const f = await this.acquire(bucket, key, customerKey);
+    try {
+      return await f.mutex.run(async () => {
+        await this.ensureKey(f, customerKey);
+        const result = await fn(f);
+        this.keys.assertUsable(f.record);
+        return result;
+      });
+    } finally {
+      await this.releaseFile(f);
+    }
+  }
+
+  /** Checks the key lock; re-unseals a key dropped by an earlier disable once the key is usable again. */
+  private async ensureKey(f: OpenFile, customerKey: Uint8Array | undefined): Promise<void> {
+    this.keys.assertUsable(f.record);
+    if (!f.hasKey) f.setKey(await this.keys.unseal(f.record, f.bucket, f.key, customerKey));
+  }
+
+  /** Flushes buffered writes; the first change makes the stored ETag stale, so it is removed. */
+  private async commit(f: OpenFile, sync: boolean): Promise<void> {
+    const changed = sync ? (await f.sync(), f.contentChanged) : await f.flush();
+    if (changed && f.contentChanged) {
+      const meta = await this.readMeta(f);
+      if (meta.etag !== undefined) {
+        delete meta.etag;
+        await this.writeMeta(f, meta);
+      }
+    }
+  }
+
+  /** Takes a reference on the object's shared open state, opening and unsealing it if needed. */
+  private async acquire(bucket: string, key: string, customerKey: Uint8Array | undefined): Promise<OpenFile> {
+    this.checkOpen();
+    const p = this.store.objectPath(bucket, key);
+    return this.namespace.read(async () => {
+      for (;;) {
+        const existing = this.files.get(p);
+        if (existing) {
+          existing.refs++;
+          if (existing.record.kind === KeyKind.Customer) {
+            // Every SSE-C access must present the right key, even when the file is already open.
+            try {
+              (await this.keys.unseal(existing.record, bucket, key, customerKey)).fill(0);
+            } catch (err) {
+              await this.releaseFile(existing);
+              throw err;
+            }
+          }
+          return existing;
+        }
+        const pending = this.loading.get(p);
+        if (pending) {
+          await pending.catch(() => undefined);
+          continue;
+        }
+        const load = this.load(p, bucket, key, customerKey);
+        this.loading.set(p, load);
+        try {
+          const f = await load;
+          f.refs++;
+          this.files.set(p, f);
+          return f;
+        } finally {
+          this.loading.delete(p);
+        }
+      }
+    });
+  }
+
+  private async load(p: string, bucket: string, key: string, customerKey: Uint8Array | undefined): Promise<OpenFile> {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(p, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
+    } catch (err) {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new MountdError(ErrorCode.IsDirectory, `${bucket}/${key}: is a directory`);
+      const hb = Buffer.alloc(HEADER_BYTES);
+      await fh.read(hb, 0, HEADER_BYTES, 0);
+      const header = decodeHeader(hb);
+      const record = await this.readRecord(p, `${bucket}/${key}`);
+      const size = plaintextSize(st.size);
+      const oek = await this.keys.unseal(record, bucket, key, customerKey);
+      return new OpenFile(p, bucket, key, fh, header, record, oek, size, this.budget, this.random);
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async readRecord(p: string, what: string): Promise<KeyRecord> {
+    const raw = await this.store.getXattr(p, KEY_RECORD_XATTR);
+    if (!raw) throw new MountdError(ErrorCode.Integrity, `${what}: no key record`);
+    return decodeRecord(raw);
+  }
+
+  private async releaseFile(f: OpenFile): Promise<void> {
+    f.refs--;
+    if (f.refs > 0) return;
+    if (this.files.get(f.backingPath) === f) this.files.delete(f.backingPath);
+    await f.mutex.run(async () => {
+      if (f.refs > 0) return;
+      if (f.attached && f.hasKey && f.isDirty) {
+        try {
+          await this.commit(f, false);
+        } catch (err) {
+          this.log.error(`flush of ${f.bucket}/${f.key} on close failed: ${(err as Error).message}`);
+        }
+      }
+      await f.close();
+    });
+  }
+
+  /** The path now names another file (replaced or unlinked): open handles keep the old one. */
+  private detach(p: string): void {
+    const f = this.files.get(p);
+    if (f) {
+      f.attached = false;
+      this.files.delete(p);
+    }
+  }
+
+  private metaAad(header: Uint8Array): Buffer {
+    return Buffer.concat([Buffer.from('mountd object metadata v1\0', 'utf8'), header]);
+  }
+
+  private sealMeta(oek: Buffer, header: Uint8Array, meta: ObjectMeta): Buffer {
+    return sealMetadata(oek, this.random(12), Buffer.from(JSON.stringify(meta), 'utf8'), this.metaAad(header));
+  }
+
+  private async readMeta(f: OpenFile): Promise<ObjectMeta> {
+    const raw = await this.store.getXattr(f.backingPath, META_XATTR);
+    if (!raw) return { user: {} };
+    const plain = openMetadata(f.objectKey(), raw, this.metaAad(f.header.bytes));
+    return JSON.parse(plain.toString('utf8')) as ObjectMeta;
+  }
+
+  private async writeMeta(f: OpenFile, meta: ObjectMeta): Promise<void> {
+    await this.store.setXattr(f.backingPath, META_XATTR, this.sealMeta(f.objectKey(), f.header.bytes, meta));
+  }
+
+  private async info(f: OpenFile, customerKey: Uint8Array | undefined): Promise<ObjectInfo> {
+    const st = await fsp.stat(f.backingPath).catch(() => null);
+    return {
+      bucket: f.bucket,
+      key: f.key,
+      size: f.size,
+      mtimeMs: st?.mtimeMs ?? Date.now(),
+      meta: await this.readMeta(f),
+      encryption: this.describeRecord(f.record, f.header.fileId, customerKey),
+    };
+  }
+
+  private async markerInfo(bucket: string, key: string): Promise<ObjectInfo> {
+    const st = await fsp.stat(this.store.objectPath(bucket, key)).catch((err) => {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    });
+    if (!st.isDirectory()) throw new MountdError(ErrorCode.NotFound, `${bucket}/${key}: not found`);
+    return { bucket, key, size: 0, mtimeMs: st.mtimeMs, meta: { etag: EMPTY_MD5, user: {} }, encryption: { kind: 'default', algorithm: 'AES-256-GCM', formatVersion: FORMAT_VERSION, fileId: '' } };
+  }
+
+  private describeRecord(record: KeyRecord, fileId: Buffer, customerKey?: Uint8Array): EncryptionInfo {
+    const kind = record.kind === KeyKind.Customer ? 'customer' : record.kind === KeyKind.Named ? 'named' : 'default';
+    return {
+      kind,
+      keyName: record.kind === KeyKind.Customer ? undefined : record.keyName,
+      customerKeyMd5: customerKey ? customerKeyMd5(customerKey) : undefined,
+      algorithm: 'AES-256-GCM',
+      formatVersion: FORMAT_VERSION,
+      fileId: fileId.toString('hex'),
+    };
+  }
+
+  /** Writes header + one final package (empty, or `content`), then links it into place atomically. */
+  private async writeEmptyFile(target: string, oek: Buffer, record: KeyRecord, mode: number, meta: ObjectMeta, exclusive: boolean, content?: Buffer): Promise<void> {
+    const header = encodeHeader(this.random(16));
+    const tmp = this.store.tempPath('create');
+    try {
+      const fh = await fsp.open(tmp, 'wx', 0o600);
+      try {
+        const plain = content ?? Buffer.alloc(0);
+        const nonce = this.random(PACKAGE_NONCE);
+        const sealed = gcmSeal(oek, nonce, plain, packageAad(header.bytes, 0, true));
+        await writeFully(fh, Buffer.concat([header.bytes, Buffer.from(nonce), sealed]), 0);
+        await fh.chmod(mode & 0o7777);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
+      await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { ...meta, etag: createHash('md5').update(content ?? Buffer.alloc(0)).digest('hex') }));
+      if (content) await this.store.setXattr(tmp, SYMLINK_XATTR, Buffer.from('1'));
+      await this.namespace.read(async () => {
+        if (exclusive) {
+          await fsp.link(tmp, target);
+        } else {
+          await fsp.rename(tmp, target);
+          this.detach(target);
+        }
+        await this.store.fsyncDir(path.dirname(target));
+      });
+    } catch (err) {
+      throw fromSystemError(err, target.slice(this.store.root.length + 1));
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  /** mkdir -p below the bucket; a file in the way is a NameConflict, not a corrupted tree. */
+  private async makeParents(bucket: string, segments: string[]): Promise<void> {
+    let p = this.store.bucketPath(bucket);
+    for (let i = 0; i < segments.length; i++) {
+      p = path.join(p, segments[i]!);
+      try {
+        await fsp.mkdir(p, { mode: 0o755 });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EEXIST') throw fromSystemError(err, p);
+        const st = await fsp.lstat(p);
+        if (!st.isDirectory()) {
+          throw new MountdError(ErrorCode.NameConflict, `${bucket}/${segments.slice(0, i + 1).join('/')} is an object, so it cannot also be a prefix`);
+        }
+      }
+    }
+  }
+
+  private async pruneEmptyParents(bucket: string, p: string): Promise<void> {
+    const bucketDir = this.store.bucketPath(bucket);
+    let dir = path.dirname(p);
+    while (dir.startsWith(bucketDir + path.sep)) {
+      try {
+        await fsp.rmdir(dir);
+      } catch {
+        return;
+      }
+      dir = path.dirname(dir);
+    }
+  }
+}
+
+async function* toIterable(body: AsyncIterable<Uint8Array> | Uint8Array): AsyncGenerator<Uint8Array> {
+  if (body instanceof Uint8Array) {
+    yield body;
+    return;
+  }
+  yield* body;
+}
+
+/** Regular files below a directory, as relative paths, in a stable order. */
+async function regularFilesBelow(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string) => {
+    for (const d of await fsp.readdir(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel === '' ? d.name : path.join(rel, d.name);
+      if (d.isDirectory()) await walk(r);
+      else if (d.isFile()) out.push(r);
+    }
+  };
+  await walk('');
+  return out.sort();
+}

@@ -1,0 +1,318 @@
+// One open backing file: its unsealed key, buffered plaintext packages, and package-level read/write/flush.
+import type { FileHandle } from 'node:fs/promises';
+import { gcmOpen, gcmSeal, type RandomSource } from '../crypto/index.js';
+import { ErrorCode, MountdError, fromSystemError } from '../errors/index.js';
+import {
+  PACKAGE_CIPHERTEXT,
+  PACKAGE_NONCE,
+  PACKAGE_OVERHEAD,
+  PACKAGE_PLAINTEXT,
+  backingSize,
+  packageAad,
+  packageCount,
+  packageOffset,
+  packagePlaintextLength,
+  type FileHeader,
+  type KeyRecord,
+} from '../format/index.js';
+import { Mutex } from './mutex.js';
+
+/** Shared accounting of buffered plaintext across all open files. */
+export interface DirtyBudget {
+  dirtyBytes: number;
+  readonly maxPerFile: number;
+  readonly maxTotal: number;
+}
+
+/** How many decrypted packages each open file keeps for re-reads and read-modify-write. */
+const CLEAN_CACHE_PACKAGES = 8;
+/** Contiguous dirty packages written with one system call. */
+const WRITE_BATCH_PACKAGES = 32;
+
+export class OpenFile {
+  readonly mutex = new Mutex();
+  /** Handles (and in-flight engine operations) holding this file. */
+  refs = 0;
+  /** False once a put, delete or rename-over replaced the path: the file lives on for its handles only. */
+  attached = true;
+  /** Set when a flush changed the content, so the stored ETag no longer is the plaintext MD5. */
+  contentChanged = false;
+  private oek: Buffer | null;
+  private diskSize: number;
+  private logicalSize: number;
+  /** Bytes at or past this offset read as zeros until the next flush (set by truncate). */
+  private zeroFrom: number;
+  private readonly dirty = new Map<number, Buffer>();
+  private readonly clean = new Map<number, Buffer>();
+
+  constructor(
+    public backingPath: string,
+    public bucket: string,
+    public key: string,
+    private readonly fh: FileHandle,
+    readonly header: FileHeader,
+    public record: KeyRecord,
+    oek: Buffer,
+    size: number,
+    private readonly budget: DirtyBudget,
+    private readonly random: RandomSource,
+  ) {
+    this.oek = oek;
+    this.diskSize = size;
+    this.logicalSize = size;
+    this.zeroFrom = size;
+  }
+
+  get size(): number {
+    return this.logicalSize;
+  }
+
+  get hasKey(): boolean {
+    return this.oek !== null;
+  }
+
+  get dirtyBytes(): number {
+    return this.dirty.size * PACKAGE_PLAINTEXT;
+  }
+
+  get isDirty(): boolean {
+    return this.dirty.size > 0 || this.logicalSize !== this.diskSize;
+  }
+
+  /** Installs a freshly unsealed key (after a lock was lifted). */
+  setKey(oek: Buffer): void {
+    this.oek?.fill(0);
+    this.oek = oek;
+  }
+
+  /** Forgets the key and every decrypted package: what a disabled key demands. Dirty data must be flushed first. */
+  dropKey(): void {
+    this.oek?.fill(0);
+    this.oek = null;
+    for (const b of this.clean.values()) b.fill(0);
+    this.clean.clear();
+  }
+
+  /** The unsealed OEK, for sealing this file's metadata; throws KeyDisabled when dropped. */
+  objectKey(): Buffer {
+    return this.requireKey();
+  }
+
+  private requireKey(): Buffer {
+    if (!this.oek) throw new MountdError(ErrorCode.KeyDisabled, `key ${this.record.keyName || '(customer)'} is not available`);
+    return this.oek;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (offset >= this.logicalSize || length <= 0) return Buffer.alloc(0);
+    const end = Math.min(this.logicalSize, offset + length);
+    const out = Buffer.allocUnsafe(end - offset);
+    let at = offset;
+    while (at < end) {
+      const index = Math.floor(at / PACKAGE_PLAINTEXT);
+      const within = at - index * PACKAGE_PLAINTEXT;
+      const n = Math.min(PACKAGE_PLAINTEXT - within, end - at);
+      const pkg = await this.plaintextPackage(index);
+      pkg.copy(out, at - offset, within, within + n);
+      at += n;
+    }
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<number> {
+    this.requireKey();
+    const end = offset + data.length;
+    if (!Number.isSafeInteger(end) || offset < 0) throw new MountdError(ErrorCode.InvalidArgument, 'write past the largest file size');
+    let at = offset;
+    while (at < end) {
+      const index = Math.floor(at / PACKAGE_PLAINTEXT);
+      const start = index * PACKAGE_PLAINTEXT;
+      const within = at - start;
+      const n = Math.min(PACKAGE_PLAINTEXT - within, end - at);
+      let pkg = this.dirty.get(index);
+      if (!pkg) {
+        // A write that covers all the package's existing bytes need not decrypt them first.
+        const existing = Math.max(0, Math.min(PACKAGE_PLAINTEXT, Math.min(this.logicalSize, this.zeroFrom) - start));
+        const covers = within === 0 && n >= existing;
+        pkg = covers ? Buffer.alloc(PACKAGE_PLAINTEXT) : Buffer.from(await this.plaintextPackage(index));
+        this.markDirty(index, pkg);
+      }
+      pkg.set(data.subarray(at - offset, at - offset + n), within);
+      at += n;
+    }
+    if (end > this.logicalSize) this.logicalSize = end;
+    if (this.dirtyBytes >= this.budget.maxPerFile || this.budget.dirtyBytes >= this.budget.maxTotal) await this.flush();
+    return data.length;
+  }
+
+  async truncate(size: number): Promise<void> {
+    this.requireKey();
+    if (!Number.isSafeInteger(size) || size < 0) throw new MountdError(ErrorCode.InvalidArgument, 'bad size');
+    if (size < this.logicalSize) {
+      const index = Math.floor(size / PACKAGE_PLAINTEXT);
+      const within = size - index * PACKAGE_PLAINTEXT;
+      for (const i of [...this.dirty.keys()]) if (i > index || (i === index && within === 0 && i > 0)) this.undirty(i);
+      for (const i of [...this.clean.keys()]) if (i >= index) this.clean.delete(i);
+      if (within > 0 || index === 0) {
+        let pkg = this.dirty.get(index);
+        if (!pkg) {
+          pkg = Buffer.from(await this.plaintextPackage(index));
+          this.markDirty(index, pkg);
+        }
+        pkg.fill(0, within);
+      }
+      this.zeroFrom = Math.min(this.zeroFrom, size);
+    }
+    this.logicalSize = size;
+  }
+
+  /** Encrypts every buffered package and writes it, then trims the backing file; no-op when clean. */
+  async flush(): Promise<boolean> {
+    if (!this.isDirty) return false;
+    const oek = this.requireKey();
+    const size = this.logicalSize;
+    const newCount = packageCount(size);
+    const oldCount = packageCount(this.diskSize);
+    const write = new Set<number>(this.dirty.keys());
+    // The final-package flag moves when the package count changes; the new last package always carries it.
+    write.add(newCount - 1);
+    if (oldCount !== newCount && oldCount - 1 < newCount) write.add(oldCount - 1);
+    // Packages past the old end, or past a truncation point on disk, are rewritten (as zeros if not dirty).
+    const firstStale = this.zeroFrom < this.diskSize ? Math.floor(this.zeroFrom / PACKAGE_PLAINTEXT) : oldCount;
+    for (let i = Math.min(firstStale, oldCount); i < newCount; i++) write.add(i);
+    const indices = [...write].filter((i) => i < newCount).sort((a, b) => a - b);
+    const sealed = new Map<number, Buffer>();
+    for (const i of indices) {
+      const pkg = this.dirty.get(i) ?? (await this.plaintextPackage(i));
+      const len = packagePlaintextLength(size, i);
+      sealed.set(i, this.sealPackage(oek, i, i === newCount - 1, pkg.subarray(0, len)));
+    }
+    try {
+      let run: Buffer[] = [];
+      let runStart = -1;
+      const writeRun = async () => {
+        if (run.length === 0) return;
+        const buf = run.length === 1 ? run[0]! : Buffer.concat(run);
+        await writeFully(this.fh, buf, packageOffset(runStart));
+        run = [];
+      };
+      for (const i of indices) {
+        if (run.length > 0 && (i !== runStart + run.length || run.length >= WRITE_BATCH_PACKAGES)) await writeRun();
+        if (run.length === 0) runStart = i;
+        run.push(sealed.get(i)!);
+      }
+      await writeRun();
+      const want = backingSize(size);
+      const st = await this.fh.stat();
+      if (st.size > want) await this.fh.truncate(want);
+    } catch (err) {
+      throw fromSystemError(err, `${this.bucket}/${this.key}`);
+    }
+    for (const i of [...this.dirty.keys()]) {
+      const pkg = this.dirty.get(i)!;
+      this.undirty(i);
+      if (i < newCount) this.remember(i, pkg);
+    }
+    this.diskSize = size;
+    this.zeroFrom = size;
+    this.contentChanged = true;
+    return true;
+  }
+
+  async sync(): Promise<void> {
+    await this.flush();
+    try {
+      await this.fh.sync();
+    } catch (err) {
+      throw fromSystemError(err, `${this.bucket}/${this.key}`);
+    }
+  }
+
+  /** Drops buffered data without writing it (the file was deleted or replaced and has no handles). */
+  async close(): Promise<void> {
+    for (const i of [...this.dirty.keys()]) this.undirty(i);
+    this.dropKey();
+    await this.fh.close().catch(() => undefined);
+  }
+
+  private markDirty(index: number, pkg: Buffer): void {
+    this.dirty.set(index, pkg);
+    this.clean.delete(index);
+    this.budget.dirtyBytes += PACKAGE_PLAINTEXT;
+  }
+
+  private undirty(index: number): void {
+    const pkg = this.dirty.get(index);
+    if (pkg) {
+      this.dirty.delete(index);
+      this.budget.dirtyBytes -= PACKAGE_PLAINTEXT;
+    }
+  }
+
+  private remember(index: number, pkg: Buffer): void {
+    this.clean.delete(index);
+    this.clean.set(index, pkg);
+    if (this.clean.size > CLEAN_CACHE_PACKAGES) {
+      const oldest = this.clean.keys().next().value as number;
+      this.clean.get(oldest)?.fill(0);
+      this.clean.delete(oldest);
+    }
+  }
+
+  /** The plaintext of package `index` as the file logically is now (may be shorter than 64 KiB). */
+  private async plaintextPackage(index: number): Promise<Buffer> {
+    const dirty = this.dirty.get(index);
+    if (dirty) return dirty;
+    const oek = this.requireKey();
+    const start = index * PACKAGE_PLAINTEXT;
+    if (start >= this.zeroFrom || index >= packageCount(this.diskSize)) return Buffer.alloc(PACKAGE_PLAINTEXT);
+    const cached = this.clean.get(index);
+    if (cached) return cached;
+    const diskCount = packageCount(this.diskSize);
+    const len = packagePlaintextLength(this.diskSize, index);
+    const buf = Buffer.allocUnsafe(len + PACKAGE_OVERHEAD);
+    let got: number;
+    try {
+      got = (await this.fh.read(buf, 0, buf.length, packageOffset(index))).bytesRead;
+    } catch (err) {
+      throw fromSystemError(err, `${this.bucket}/${this.key}`);
+    }
+    if (got !== buf.length) {
+      throw new MountdError(ErrorCode.Integrity, `${this.bucket}/${this.key}: package ${index} is truncated`);
+    }
+    const plain = this.openPackage(oek, index, index === diskCount - 1, buf);
+    const full = Buffer.alloc(PACKAGE_PLAINTEXT);
+    plain.copy(full);
+    plain.fill(0);
+    // Bytes past the truncation point within this package must read as zeros.
+    if (this.zeroFrom < start + PACKAGE_PLAINTEXT) full.fill(0, this.zeroFrom - start);
+    this.remember(index, full);
+    return full;
+  }
+
+  private sealPackage(oek: Buffer, index: number, final: boolean, plaintext: Uint8Array): Buffer {
+    const nonce = this.random(PACKAGE_NONCE);
+    return Buffer.concat([Buffer.from(nonce), gcmSeal(oek, nonce, plaintext, packageAad(this.header.bytes, index, final))]);
+  }
+
+  private openPackage(oek: Buffer, index: number, final: boolean, sealed: Buffer): Buffer {
+    return gcmOpen(
+      oek,
+      sealed.subarray(0, PACKAGE_NONCE),
+      sealed.subarray(PACKAGE_NONCE),
+      packageAad(this.header.bytes, index, final),
+      `${this.bucket}/${this.key} package ${index}`,
+    );
+  }
+}
+
+export async function writeFully(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
+    if (bytesWritten <= 0) throw new MountdError(ErrorCode.Internal, 'short write');
+    done += bytesWritten;
+  }
+}
+
+export { PACKAGE_CIPHERTEXT };
