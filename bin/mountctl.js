@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// Runs the compiled mountctl (npm ci builds dist/ through the prepare script; or run: npm run build).
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const entry = new URL('../dist/cli/mountctl.js', import.meta.url);
+if (!existsSync(fileURLToPath(entry))) {
+  process.stderr.write('mountctl: dist/ is missing; run "npm run build" (or scripts/start) first\n');
+  process.exit(1);
+}
+await import(entry.href);
