@@ -28,11 +28,13 @@ import { BackingStore, INTERNAL_DIR, parseObjectKey, validateBucketName, validat
 import { RenameJournal, type RenameIntent } from './journal.js';
 import { listObjects, type ListOptions, type ListResult } from './list.js';
 import { RwLock } from './mutex.js';
+import { formatRotateProgress, type RotateOptions, type RotateProgress } from './rotate.js';
 import { ObjectKeys, customerKeyMd5, type EncryptionSpec } from './ObjectKeys.js';
 import { OpenFile, writeFully, type DirtyBudget } from './OpenFile.js';
 
 export type { EncryptionSpec } from './ObjectKeys.js';
 export type { ListOptions, ListResult, ListEntry } from './list.js';
+export { formatRotateProgress, type RotateOptions, type RotateProgress } from './rotate.js';
 
 export interface Logger {
   info(msg: string): void;
@@ -820,6 +822,71 @@ export class Engine {
     } finally {
       this.keys.unlock(name);
     }
+  }
+
+  /**
+   * Re-wraps every file under key `from` to key `to`: a new DEK ciphertext under `to`, a new
+   * seal of the same OEK; data is not touched. Each file's record is replaced by one setxattr,
+   * so a crash leaves every file readable under one key or the other, and running the rotation
+   * again resumes it (files already under `to` are skipped).
+   */
+  async rotateKey(opts: RotateOptions): Promise<RotateProgress> {
+    this.checkOpen();
+    if (opts.from === opts.to) throw new MountdError(ErrorCode.InvalidArgument, 'rotation needs two different keys');
+    const target = await this.keyService.describeKey(opts.to);
+    if (!target.enabled || this.keys.isLocked(opts.to)) throw new MountdError(ErrorCode.KeyDisabled, `key ${opts.to} is disabled`);
+    const started = Date.now();
+    const p: RotateProgress = { rotated: 0, skipped: 0, failed: 0, scanned: 0, elapsedMs: 0, rate: 0, done: false, errors: [] };
+    let lastReport = started;
+    const report = (done: boolean) => {
+      p.elapsedMs = Date.now() - started;
+      p.rate = p.rotated / Math.max(p.elapsedMs / 1000, 0.001);
+      p.done = done;
+      opts.onProgress?.({ ...p, errors: [...p.errors] });
+    };
+    const buckets = opts.bucket ? [opts.bucket] : (await this.listBuckets()).map((b) => b.name);
+    for (const bucket of buckets) {
+      const root = this.store.bucketPath(bucket);
+      for (const rel of await regularFilesBelow(root)) {
+        if (opts.signal?.aborted) {
+          report(false);
+          throw new MountdError(ErrorCode.Busy, `rotation interrupted after ${p.rotated} files; run it again to resume`);
+        }
+        p.scanned++;
+        const key = rel.split(path.sep).join('/');
+        const abs = path.join(root, rel);
+        try {
+          await this.namespace.read(async () => {
+            const raw = await this.store.getXattr(abs, KEY_RECORD_XATTR);
+            if (!raw) throw new MountdError(ErrorCode.Integrity, 'no key record');
+            const record = decodeRecord(raw);
+            if (record.kind === KeyKind.Customer || record.keyName !== opts.from) {
+              p.skipped++;
+              return;
+            }
+            const next = await this.keys.rewrap(record, bucket, key, opts.to);
+            const open = this.files.get(abs);
+            const apply = async () => {
+              await this.store.setXattr(abs, KEY_RECORD_XATTR, encodeRecord(next));
+              if (open) open.record = next;
+            };
+            if (open) await open.mutex.run(apply);
+            else await apply();
+            p.rotated++;
+          });
+        } catch (err) {
+          p.failed++;
+          if (p.errors.length < 20) p.errors.push(`${bucket}/${key}: ${(err as Error).message}`);
+        }
+        if (Date.now() - lastReport >= 1000) {
+          lastReport = Date.now();
+          report(false);
+        }
+      }
+    }
+    report(true);
+    this.log.info(formatRotateProgress({ ...p, done: true }));
+    return p;
   }
 
   private async dropKeysOf(name: string): Promise<void> {
