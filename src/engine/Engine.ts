@@ -169,16 +169,33 @@ export class Engine {
     const cleaned = await opts.store.cleanTemp();
     if (cleaned > 0) engine.log.info(`removed ${cleaned} temp file(s) left by an earlier run`);
     await engine.replayJournal();
-    if (opts.createDefaultKey) {
+    if (opts.createDefaultKey) await engine.ensureDefaultKey();
+    return engine;
+  }
+
+  /**
+   * Makes sure the default key exists. A key server that cannot be reached does not stop the
+   * daemon (MinIO refuses to start; its users complain): it retries with backoff in the
+   * background while everything that needs a key fails clearly.
+   */
+  private async ensureDefaultKey(attempt = 0): Promise<void> {
+    const name = this.keys.defaultKeyName;
+    try {
       try {
-        await opts.keys.describeKey(opts.defaultKeyName);
+        await this.keyService.describeKey(name);
       } catch (err) {
         if (!isMountdError(err, ErrorCode.KeyNotFound)) throw err;
-        await opts.keys.createKey(opts.defaultKeyName);
-        engine.log.info(`created default key ${opts.defaultKeyName}`);
+        await this.keyService.createKey(name);
+        this.log.info(`created default key ${name}`);
       }
+      if (attempt > 0) this.log.info(`key server reachable again; default key ${name} is ready`);
+    } catch (err) {
+      if (!isMountdError(err, ErrorCode.KeyServerUnavailable) || this.closed) throw err;
+      const delay = Math.min(30_000, 500 * 2 ** attempt);
+      this.log.warn(`key server unavailable (${err.message}); retrying in ${Math.round(delay / 1000)} s`);
+      const timer = setTimeout(() => void this.ensureDefaultKey(attempt + 1).catch((e: Error) => this.log.error(`default key: ${e.message}`)), delay);
+      timer.unref();
     }
-    return engine;
   }
 
   /** Flushes every open file and closes them. */
