@@ -3,6 +3,8 @@
 export { MAX_KEY_NAME_LENGTH, isValidKeyName, validateKeyName } from './names.js';
 export { EK_LENGTH, FsKeystore, MemKeystore } from './keystore.js';
 export type { KeyEntry, Keystore } from './keystore.js';
+export { AwsKeystore } from './keystore-aws.js';
+export type { AwsKeystoreCredentials, AwsKeystoreOptions, AwsKeystoreStatus } from './keystore-aws.js';
 export { MASTER_KEY_LENGTH, loadOrCreateMasterKey, parseMasterKey } from './master-key.js';
 export {
   CIPHERTEXT_IV_LENGTH,
