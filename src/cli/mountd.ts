@@ -1,5 +1,4 @@
 // mountd: the daemon. One engine over one data directory, a FUSE mount, an S3 listener and a control socket.
-import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -119,8 +118,8 @@ async function main(): Promise<void> {
       ctx.mountError = avail.reason;
       log.warn(`FUSE mount not available: ${avail.reason}`);
     } else {
+      // mountFilesystem creates the directory, after removing a dead mount a crashed daemon left there.
       const mountPoint = path.resolve(argv.mount);
-      await fsp.mkdir(mountPoint, { recursive: true });
       mount = await mountFilesystem(engine, { mountPoint, log });
       ctx.mountPoint = mount.mountPoint;
       log.info(`mounted at ${mount.mountPoint}`);

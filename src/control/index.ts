@@ -1,14 +1,6 @@
-// The daemon's control socket (placeholder until mountctl lands).
-import type { Logger } from '../engine/index.js';
-import type { DaemonContext } from './types.js';
-
+// The daemon's control socket (what mountctl talks to): server, routes, wire format and client.
 export type { DaemonContext } from './types.js';
-
-export interface ControlServer {
-  socketPath: string;
-  close(): Promise<void>;
-}
-
-export async function startControlServer(_ctx: DaemonContext, socketPath: string, _log: Logger): Promise<ControlServer> {
-  return { socketPath, async close() {} };
-}
+export { startControlServer, type ControlServer } from './server.js';
+export { ROUTES, findRoute, type Route, type ArgSpec, type StatusResult, type StatResult, type KeyView } from './routes.js';
+export { PROTOCOL_VERSION, MAX_REQUEST_BYTES, ControlErrorCode, type ControlRequest, type ControlResponse, type ControlErrorBody } from './protocol.js';
+export { callControl, defaultSocketPath, ControlError, CONTROL_SOCKET_NAME } from './client.js';

@@ -1,23 +1,5 @@
-// The FUSE mount (placeholder until the mount lands): buckets as directories, objects as files.
-import type { Engine, Logger } from '../engine/index.js';
-import { ErrorCode, MountdError } from '../errors/index.js';
-
-export interface MountOptions {
-  mountPoint: string;
-  log: Logger;
-}
-
-export interface MountHandle {
-  mountPoint: string;
-  /** Flushes open files and unmounts. */
-  unmount(): Promise<void>;
-}
-
-/** Whether this machine can mount: /dev/fuse present and fuse-native loadable. */
-export function fuseAvailability(): { ok: boolean; reason?: string } {
-  return { ok: false, reason: 'the mount is not built yet' };
-}
-
-export async function mountFilesystem(_engine: Engine, _opts: MountOptions): Promise<MountHandle> {
-  throw new MountdError(ErrorCode.NotSupported, 'the mount is not built yet');
-}
+// The FUSE mount: buckets as directories at the root, objects as files below them.
+export { fuseAvailability, mountFilesystem, mountOptionString, clearStaleMount, MAX_WRITE, type MountHandle, type MountOptions } from './mount.js';
+export { FUSE_OPERATION_NAMES } from './operations.js';
+export { ENOKEY, toErrno } from './errno.js';
+export { parseMountPath, type MountPath } from './paths.js';

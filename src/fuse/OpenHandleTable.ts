@@ -1,0 +1,67 @@
+// The mount's view of open files: which engine handle (the kernel's fh) is open at which mount path.
+import type { Stat } from '../engine/index.js';
+import { isAtOrBelow } from './paths.js';
+
+export interface OpenHandle {
+  /** The engine handle, also the FUSE file handle the kernel passes back. */
+  fh: number;
+  /** Current mount path; follows renames, and becomes a .fuse_hidden name after an unlink. */
+  path: string;
+  /** Opened with O_APPEND: every write goes to the end of the file, whatever offset arrives. */
+  append: boolean;
+}
+
+export class OpenHandleTable {
+  private readonly handles = new Map<number, OpenHandle>();
+  /** Files unlinked while open, by their hidden name: attributes as they were, for fstat. */
+  private readonly hidden = new Map<string, Stat>();
+
+  get size(): number {
+    return this.handles.size;
+  }
+
+  add(fh: number, path: string, append: boolean): void {
+    this.handles.set(fh, { fh, path, append });
+  }
+
+  get(fh: number): OpenHandle | undefined {
+    return this.handles.get(fh);
+  }
+
+  /** Forgets a handle; the hidden name of an unlinked file goes with its last handle. */
+  remove(fh: number): void {
+    const h = this.handles.get(fh);
+    if (!h) return;
+    this.handles.delete(fh);
+    if (this.hidden.has(h.path) && this.at(h.path).length === 0) this.hidden.delete(h.path);
+  }
+
+  all(): OpenHandle[] {
+    return [...this.handles.values()];
+  }
+
+  at(path: string): OpenHandle[] {
+    return this.all().filter((h) => h.path === path);
+  }
+
+  /** Open handles follow a rename of their file or of a directory above it. */
+  renamed(from: string, to: string): void {
+    for (const h of this.handles.values()) {
+      if (isAtOrBelow(h.path, from)) h.path = to + h.path.slice(from.length);
+    }
+  }
+
+  /** The file at `path` was unlinked while open: its handles now live under `hiddenPath` only. */
+  hide(path: string, hiddenPath: string, stat: Stat): void {
+    for (const h of this.at(path)) h.path = hiddenPath;
+    this.hidden.set(hiddenPath, stat);
+  }
+
+  hiddenStat(path: string): Stat | undefined {
+    return this.hidden.get(path);
+  }
+
+  forgetHidden(path: string): boolean {
+    return this.hidden.delete(path);
+  }
+}

@@ -1,0 +1,96 @@
+// The part of fuse-native (CommonJS, untyped) the mount uses, loaded lazily so a machine without libfuse can still run the daemon.
+import { createRequire } from 'node:module';
+
+/** Attributes as fuse-native serialises them (times in ms since the epoch). */
+export interface FuseStat {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  ino?: number;
+  blksize?: number;
+  blocks?: number;
+  atime: number;
+  mtime: number;
+  ctime: number;
+}
+
+export interface FuseStatfs {
+  bsize: number;
+  frsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  favail: number;
+  fsid: number;
+  flag: number;
+  namemax: number;
+}
+
+type Done = (err: number) => void;
+type Reply<T> = (err: number, value?: T) => void;
+
+/**
+ * The callback conventions of fuse-native 2.2: `cb(0, value)` or `cb(-errno)`; read and write
+ * answer `cb(bytes)`; getxattr answers `cb(0, buffer)` (or `cb(0, null)` for ENODATA).
+ */
+export interface FuseOperations {
+  getattr(path: string, cb: Reply<FuseStat>): void;
+  readdir(path: string, cb: (err: number, names?: string[]) => void): void;
+  statfs(path: string, cb: Reply<FuseStatfs>): void;
+  mkdir(path: string, mode: number, cb: Done): void;
+  rmdir(path: string, cb: Done): void;
+  create(path: string, mode: number, cb: Reply<number>): void;
+  open(path: string, flags: number, cb: Reply<number>): void;
+  read(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytes: number) => void): void;
+  write(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytes: number) => void): void;
+  flush(path: string, fd: number, cb: Done): void;
+  fsync(path: string, datasync: number, fd: number, cb: Done): void;
+  release(path: string, fd: number, cb: Done): void;
+  truncate(path: string, size: number, cb: Done): void;
+  ftruncate(path: string, fd: number, size: number, cb: Done): void;
+  unlink(path: string, cb: Done): void;
+  rename(src: string, dest: string, cb: Done): void;
+  link(src: string, dest: string, cb: Done): void;
+  symlink(target: string, path: string, cb: Done): void;
+  readlink(path: string, cb: Reply<string>): void;
+  chmod(path: string, mode: number, cb: Done): void;
+  chown(path: string, uid: number, gid: number, cb: Done): void;
+  utimens(path: string, atime: number, mtime: number, cb: Done): void;
+  setxattr(path: string, name: string, value: Buffer, position: number, flags: number, cb: Done): void;
+  getxattr(path: string, name: string, position: number, cb: (err: number, value?: Buffer | null) => void): void;
+  listxattr(path: string, cb: (err: number, names?: string[]) => void): void;
+  removexattr(path: string, name: string, cb: Done): void;
+}
+
+export interface FuseOptions {
+  /** Appended verbatim to the -o string: extra libfuse options ride on it after a comma. */
+  fsname?: string;
+  subtype?: string;
+  force?: boolean;
+  mkdir?: boolean;
+  debug?: boolean;
+  /** Milliseconds before fuse-native answers ETIMEDOUT itself; per operation name, with `default`. */
+  timeout?: number | false | Record<string, number | false>;
+}
+
+export interface FuseInstance {
+  mount(cb: (err: Error | null) => void): void;
+  unmount(cb: (err: Error | null) => void): void;
+}
+
+export interface FuseClass {
+  new (mountPoint: string, ops: Partial<FuseOperations>, opts: FuseOptions): FuseInstance;
+  unmount(mountPoint: string, cb: (err: Error | null) => void): void;
+}
+
+let loaded: FuseClass | undefined;
+
+/** Throws when libfuse.so.2 or the prebuilt binary is missing. */
+export function loadFuse(): FuseClass {
+  loaded ??= createRequire(import.meta.url)('fuse-native') as FuseClass;
+  return loaded;
+}

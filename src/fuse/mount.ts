@@ -1,0 +1,142 @@
+// Mounting and unmounting: options, the clean-up of a mount a crashed daemon left, and a flushing unmount.
+import { execFile } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import type { Engine, Logger } from '../engine/index.js';
+import { ErrorCode, MountdError } from '../errors/index.js';
+import { loadFuse, type FuseInstance } from './binding.js';
+import { makeOperations } from './operations.js';
+import { OpenHandleTable } from './OpenHandleTable.js';
+import { isAtOrBelow } from './paths.js';
+
+const run = promisify(execFile);
+
+export interface MountOptions {
+  mountPoint: string;
+  log: Logger;
+  /**
+   * Default true: every read and write reaches the daemon, so a disabled key locks open file
+   * descriptors at once (no kernel page cache). false is for measuring what that costs.
+   */
+  directIo?: boolean;
+}
+
+export interface MountHandle {
+  mountPoint: string;
+  /** Flushes open files and unmounts. */
+  unmount(): Promise<void>;
+}
+
+/** Largest write the kernel sends in one request (two 64 KiB packages). */
+export const MAX_WRITE = 128 * 1024;
+
+/** Whether this machine can mount: /dev/fuse present and fuse-native loadable. */
+export function fuseAvailability(): { ok: boolean; reason?: string } {
+  try {
+    accessSync('/dev/fuse', fsConstants.R_OK | fsConstants.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { ok: false, reason: code === 'ENOENT' ? '/dev/fuse is missing (a container needs --device /dev/fuse)' : `/dev/fuse is not usable (${code})` };
+  }
+  try {
+    loadFuse();
+  } catch (err) {
+    return { ok: false, reason: `fuse-native cannot load (install Debian's libfuse2 and fuse): ${(err as Error).message}` };
+  }
+  return { ok: true };
+}
+
+/** libfuse options; fuse-native appends `fsname` verbatim to its -o string, so the rest rides after it. */
+export function mountOptionString(directIo: boolean): string {
+  const opts = ['mountd', 'big_writes', `max_write=${MAX_WRITE}`];
+  if (directIo) opts.push('direct_io');
+  return opts.join(',');
+}
+
+export async function mountFilesystem(engine: Engine, opts: MountOptions): Promise<MountHandle> {
+  const { log } = opts;
+  const mountPoint = path.resolve(opts.mountPoint);
+  const root = engine.store.root;
+  // The daemon would serve requests on its own backing files through its own mount: a deadlock.
+  if (isAtOrBelow(mountPoint, root) || isAtOrBelow(root, mountPoint)) {
+    throw new MountdError(ErrorCode.InvalidArgument, `the mount point ${mountPoint} and the data directory ${root} must not contain each other`);
+  }
+  const Fuse = loadFuse();
+  await clearStaleMount(mountPoint, log);
+  await fsp.mkdir(mountPoint, { recursive: true });
+
+  const handles = new OpenHandleTable();
+  const fuse: FuseInstance = new Fuse(mountPoint, makeOperations({ engine, handles, log }), {
+    fsname: mountOptionString(opts.directIo ?? true),
+    subtype: 'mountd',
+    force: false,
+    mkdir: false,
+    // libfuse's own trace of every request on stderr, for diagnosing a tool that misbehaves.
+    debug: process.env.MOUNTD_FUSE_DEBUG === '1',
+    // fuse-native answers ETIMEDOUT after this; a rename re-seals every file below it. Never
+    // for requests whose buffer is libfuse's memory (read, write, getxattr, listxattr): after a
+    // timeout libfuse frees it, and the late answer would copy into (or out of) freed memory.
+    timeout: { default: 60_000, rename: 600_000, read: false, write: false, getxattr: false, listxattr: false },
+  });
+  await new Promise<void>((resolve, reject) =>
+    fuse.mount((err) => (err ? reject(new MountdError(ErrorCode.Internal, `FUSE mount at ${mountPoint} failed: ${err.message} (libfuse says why on stderr)`, { cause: err })) : resolve())),
+  );
+
+  let unmounting: Promise<void> | undefined;
+  const unmount = async (): Promise<void> => {
+    // Buffered writes reach the disk before the mount goes away (the engine flushes again on close).
+    for (const h of handles.all()) {
+      await engine.flush(h.fh).catch((err: Error) => log.warn(`unmount: flush of ${h.path} failed: ${err.message}`));
+    }
+    const err = await new Promise<Error | null>((resolve) => fuse.unmount(resolve));
+    if (err) {
+      log.warn(`unmount of ${mountPoint}: ${err.message}; trying a lazy umount`);
+      await run('umount', ['-l', mountPoint], { timeout: 10_000 }).catch((e: Error) => {
+        throw new MountdError(ErrorCode.Busy, `could not unmount ${mountPoint}: ${e.message}`);
+      });
+    }
+    log.info(`unmounted ${mountPoint}${handles.size > 0 ? ` (${handles.size} file(s) were still open)` : ''}`);
+  };
+  return { mountPoint, unmount: () => (unmounting ??= unmount()) };
+}
+
+/** The FUSE mount at exactly `mountPoint`, from /proc/self/mountinfo (octal escapes decoded). */
+async function fuseMountAt(mountPoint: string): Promise<string | null> {
+  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+  for (const line of text.split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (!left || !right) continue;
+    const fstype = right.split(' ')[0] ?? '';
+    if ((fstype === 'fuse' || fstype.startsWith('fuse.')) && unescape(left.split(' ')[4] ?? '') === mountPoint) return fstype;
+  }
+  return null;
+}
+
+/**
+ * A daemon killed with its mount up leaves a dead mount ("Transport endpoint is not
+ * connected") that blocks a new one: remove it. A live mount there is another daemon's: refuse.
+ */
+export async function clearStaleMount(mountPoint: string, log: Logger): Promise<void> {
+  const fstype = await fuseMountAt(mountPoint);
+  if (!fstype) return;
+  // Never stat a live mount of our own (this process serves none yet); a hung peer could block, hence the race.
+  const probe = await Promise.race([
+    fsp.stat(mountPoint).then(
+      () => 'alive' as const,
+      (err: NodeJS.ErrnoException) => (err.code === 'ENOTCONN' || err.code === 'ECONNABORTED' ? ('dead' as const) : ('alive' as const)),
+    ),
+    new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 5000).unref()),
+  ]);
+  if (probe !== 'dead') {
+    throw new MountdError(ErrorCode.Busy, `${mountPoint} is already a ${fstype} mount served by a running process${probe === 'hung' ? ' (not answering)' : ''}; unmount it first`);
+  }
+  try {
+    await run('fusermount', ['-uz', mountPoint], { timeout: 10_000 });
+  } catch {
+    await run('umount', ['-l', mountPoint], { timeout: 10_000 });
+  }
+  log.warn(`removed a stale ${fstype} mount at ${mountPoint} left by a daemon that did not exit cleanly`);
+}

@@ -1,0 +1,481 @@
+// The FUSE operations table: each kernel request on the mount becomes one engine call.
+import { constants as fsConstants } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import type { Engine, Logger, Stat } from '../engine/index.js';
+import { ErrorCode, isMountdError } from '../errors/index.js';
+import type { FuseOperations, FuseStat, FuseStatfs } from './binding.js';
+import { errno, toErrno } from './errno.js';
+import type { OpenHandleTable } from './OpenHandleTable.js';
+import { engineKey, isHiddenName, parseMountPath, type MountPath } from './paths.js';
+
+/** What the kernel may ask of the mount. Pinned by a test: adding or dropping one is deliberate. */
+export const FUSE_OPERATION_NAMES = [
+  'getattr',
+  'readdir',
+  'statfs',
+  'mkdir',
+  'rmdir',
+  'create',
+  'open',
+  'read',
+  'write',
+  'flush',
+  'fsync',
+  'release',
+  'truncate',
+  'ftruncate',
+  'unlink',
+  'rename',
+  'link',
+  'symlink',
+  'readlink',
+  'chmod',
+  'chown',
+  'utimens',
+  'setxattr',
+  'getxattr',
+  'listxattr',
+  'removexattr',
+] as const satisfies ReadonlyArray<keyof FuseOperations>;
+
+const { S_IFDIR, S_IFREG, S_IFLNK, O_TRUNC, O_APPEND } = fsConstants;
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
+const USER_XATTR = 'user.';
+/** What fuse-native turns UTIME_NOW and UTIME_OMIT into: tv_sec 0, tv_nsec 2^30-1 or -2, as milliseconds. */
+const UTIME_SPECIAL_MS = Math.floor(((1 << 30) - 2) / 1e6);
+/** st_blksize: two 64 KiB packages, the size of one big write. */
+const BLKSIZE = 128 * 1024;
+/** The engine's limits on a path segment and on a whole object key (S3's 1024 bytes). */
+const MAX_NAME_BYTES = 255;
+const MAX_KEY_BYTES = 1024;
+
+class Refusal extends Error {
+  constructor(readonly errno: number) {
+    super(`errno ${errno}`);
+  }
+}
+const refuse = (name: Parameters<typeof errno>[0]) => new Refusal(errno(name));
+
+function toFuseStat(st: Stat): FuseStat {
+  const type = st.type === 'directory' ? S_IFDIR : st.type === 'symlink' ? S_IFLNK : S_IFREG;
+  return {
+    mode: type | (st.mode & 0o7777),
+    uid: st.uid,
+    gid: st.gid,
+    size: st.size,
+    // Files are never hard-linked on the mount; tar and du take nlink > 1 as a hard link.
+    nlink: st.type === 'directory' ? st.nlink : 1,
+    blksize: BLKSIZE,
+    // Plaintext bytes in 512-byte units rounded up to 4 KiB: what du should add up.
+    blocks: Math.ceil(st.size / 4096) * 8,
+    atime: st.atimeMs,
+    mtime: st.mtimeMs,
+    ctime: st.ctimeMs,
+  };
+}
+
+export interface OperationsContext {
+  engine: Engine;
+  handles: OpenHandleTable;
+  log: Logger;
+}
+
+export function makeOperations({ engine, handles, log }: OperationsContext): FuseOperations {
+  /** Runs one request: the answer, or the mapped errno of whatever was thrown. */
+  const run = <T>(op: string, path: string, fn: () => Promise<T>, reply: (v: T) => void, fail: (e: number) => void): void => {
+    fn().then(reply, (err: unknown) => fail(err instanceof Refusal ? err.errno : toErrno(err, op, path, log)));
+  };
+  const done = (op: string, path: string, cb: (e: number) => void, fn: () => Promise<void>) =>
+    run(op, path, fn, () => cb(0), cb);
+
+  /** An object path, or `otherwise` for the root and bucket directories (no files live at the root). */
+  const objectAt = (p: string, otherwise: Parameters<typeof errno>[0] = 'EPERM'): { bucket: string; key: string } => {
+    const mp = parseMountPath(p);
+    if (mp.kind === 'object') return { bucket: mp.bucket, key: mp.key };
+    throw refuse(otherwise);
+  };
+
+  /** New names longer than an object key allows get the errno a file system gives, not EINVAL. */
+  const checkNewName = (p: string) => {
+    const segments = p.split('/').filter((x) => x !== '');
+    if (segments.some((x) => Buffer.byteLength(x) > MAX_NAME_BYTES) || Buffer.byteLength(segments.slice(1).join('/')) > MAX_KEY_BYTES) {
+      throw refuse('ENAMETOOLONG');
+    }
+  };
+
+  /** A lookup of a name that cannot exist (".Trash", a bad key) is ENOENT, not EINVAL. */
+  const lookup = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isMountdError(err, ErrorCode.InvalidName)) throw refuse('ENOENT');
+      throw err;
+    }
+  };
+
+  const rootStat = async (): Promise<FuseStat> => {
+    const st = await fsp.stat(engine.store.root);
+    return { mode: S_IFDIR | 0o755, uid: st.uid, gid: st.gid, size: 4096, nlink: 2, blksize: BLKSIZE, blocks: 8, atime: st.atimeMs, mtime: st.mtimeMs, ctime: st.ctimeMs };
+  };
+
+  const statOf = async (p: string, mp: MountPath): Promise<FuseStat> => {
+    if (mp.kind === 'root') return rootStat();
+    const hidden = handles.hiddenStat(p);
+    if (hidden) {
+      const open = handles.at(p)[0];
+      return toFuseStat({ ...hidden, size: open ? engine.handleSize(open.fh) : hidden.size });
+    }
+    const { bucket, key } = engineKey(mp)!;
+    return toFuseStat(await lookup(() => engine.stat(bucket, key)));
+  };
+
+  /** Buffered writes land before a time is set, so the flush on close does not move mtime again. */
+  const flushOpen = async (p: string) => {
+    for (const h of handles.at(p)) {
+      await engine.flush(h.fh).catch((err: unknown) => {
+        if (!isMountdError(err, ErrorCode.BadHandle)) throw err;
+      });
+    }
+  };
+
+  const xattrName = (name: string): string => {
+    if (!name.startsWith(USER_XATTR) || name.length === USER_XATTR.length) throw refuse('ENOTSUP');
+    return name.slice(USER_XATTR.length);
+  };
+
+  return {
+    getattr(p, cb) {
+      run('getattr', p, () => statOf(p, parseMountPath(p)), (st) => cb(0, st), cb);
+    },
+
+    readdir(p, cb) {
+      run(
+        'readdir',
+        p,
+        async () => {
+          const mp = parseMountPath(p);
+          if (mp.kind === 'root') return (await engine.listBuckets()).map((b) => b.name);
+          const { bucket, key } = engineKey(mp)!;
+          return (await lookup(() => engine.readdir(bucket, key))).map((e) => e.name);
+        },
+        (names) => cb(0, ['.', '..', ...names]),
+        cb,
+      );
+    },
+
+    statfs(p, cb) {
+      run(
+        'statfs',
+        p,
+        async (): Promise<FuseStatfs> => {
+          const s = await fsp.statfs(engine.store.root);
+          // fuse-native passes 32-bit counts: grow the block size until the counts fit.
+          let bsize = s.bsize;
+          let scale = 1;
+          while (s.blocks / scale > 0xffffffff) {
+            scale *= 2;
+            bsize *= 2;
+          }
+          const files = Math.min(s.files, 0xffffffff);
+          const ffree = Math.min(s.ffree, 0xffffffff);
+          return {
+            bsize,
+            frsize: bsize,
+            blocks: Math.floor(s.blocks / scale),
+            bfree: Math.floor(s.bfree / scale),
+            bavail: Math.floor(s.bavail / scale),
+            files,
+            ffree,
+            favail: ffree,
+            fsid: 0,
+            flag: 0,
+            namemax: 255,
+          };
+        },
+        (s) => cb(0, s),
+        cb,
+      );
+    },
+
+    mkdir(p, mode, cb) {
+      done('mkdir', p, cb, async () => {
+        checkNewName(p);
+        const mp = parseMountPath(p);
+        if (mp.kind === 'root') throw refuse('EEXIST');
+        if (mp.kind === 'bucket') {
+          await engine.createBucket(mp.bucket);
+          log.info(`mount: created bucket ${mp.bucket}`);
+          return;
+        }
+        await engine.mkdir(mp.bucket, mp.key, mode & 0o7777);
+      });
+    },
+
+    rmdir(p, cb) {
+      done('rmdir', p, cb, async () => {
+        const mp = parseMountPath(p);
+        if (mp.kind === 'root') throw refuse('EBUSY');
+        if (mp.kind === 'bucket') {
+          await lookup(() => engine.deleteBucket(mp.bucket));
+          log.info(`mount: deleted bucket ${mp.bucket}`);
+          return;
+        }
+        await engine.rmdir(mp.bucket, mp.key);
+      });
+    },
+
+    create(p, mode, cb) {
+      run(
+        'create',
+        p,
+        async () => {
+          checkNewName(p);
+          const { bucket, key } = objectAt(p);
+          const fh = await engine.create(bucket, key, { mode: mode & 0o7777 });
+          handles.add(fh, p, false);
+          return fh;
+        },
+        (fh) => cb(0, fh),
+        cb,
+      );
+    },
+
+    open(p, flags, cb) {
+      run(
+        'open',
+        p,
+        async () => {
+          const { bucket, key } = objectAt(p, 'EISDIR');
+          const fh = await engine.open(bucket, key, { truncate: (flags & O_TRUNC) !== 0 });
+          handles.add(fh, p, (flags & O_APPEND) !== 0);
+          return fh;
+        },
+        (fh) => cb(0, fh),
+        cb,
+      );
+    },
+
+    read(p, fd, buf, len, pos, cb) {
+      run(
+        'read',
+        p,
+        async () => {
+          const data = await engine.read(fd, pos, len);
+          return data.copy(buf, 0, 0, Math.min(len, data.length));
+        },
+        cb,
+        cb,
+      );
+    },
+
+    write(p, fd, buf, len, pos, cb) {
+      run(
+        'write',
+        p,
+        async () => {
+          // O_APPEND: the end as the engine knows it, which a write through S3 may have moved.
+          const at = handles.get(fd)?.append ? engine.handleSize(fd) : pos;
+          return engine.write(fd, at, buf.subarray(0, len));
+        },
+        cb,
+        cb,
+      );
+    },
+
+    flush(p, fd, cb) {
+      done('flush', p, cb, () => engine.flush(fd));
+    },
+
+    fsync(p, _datasync, fd, cb) {
+      done('fsync', p, cb, () => engine.fsync(fd));
+    },
+
+    release(p, fd, cb) {
+      // The kernel does not wait for a release: close(2) has returned and the next request on
+      // the path (utime after cp, say) may already be here. The handle leaves the table first.
+      handles.remove(fd);
+      done('release', p, cb, () => engine.release(fd));
+    },
+
+    truncate(p, size, cb) {
+      done('truncate', p, cb, async () => {
+        const open = handles.hiddenStat(p) ? handles.at(p)[0] : undefined;
+        if (open) return engine.ftruncate(open.fh, size);
+        const mp = parseMountPath(p);
+        if (mp.kind !== 'object') throw refuse('EISDIR');
+        await engine.truncate(mp.bucket, mp.key, size);
+      });
+    },
+
+    ftruncate(p, fd, size, cb) {
+      done('ftruncate', p, cb, () => engine.ftruncate(fd, size));
+    },
+
+    unlink(p, cb) {
+      done('unlink', p, cb, async () => {
+        // libfuse removes the hidden name of an unlinked file after its last release.
+        if (handles.forgetHidden(p)) return;
+        const mp = parseMountPath(p);
+        if (mp.kind !== 'object') throw refuse(mp.kind === 'root' ? 'EPERM' : 'EISDIR');
+        await engine.unlink(mp.bucket, mp.key);
+      });
+    },
+
+    rename(src, dest, cb) {
+      done('rename', src, cb, async () => {
+        const from = parseMountPath(src);
+        const to = parseMountPath(dest);
+        if (from.kind === 'root' || to.kind === 'root') throw refuse('EBUSY');
+        if (from.kind === 'object' && isHiddenName(dest) && handles.at(src).length > 0) {
+          // libfuse hiding a file unlinked while open: unlink it for real (S3 sees it gone at
+          // once, nothing is left behind by a crash); its open handles keep the data.
+          const stat = await engine.stat(from.bucket, from.key);
+          await engine.unlink(from.bucket, from.key);
+          handles.hide(src, dest, stat);
+          return;
+        }
+        // A bucket is renamed by copying: EXDEV makes mv do that.
+        if (from.kind !== 'object' || to.kind !== 'object') throw refuse('EXDEV');
+        checkNewName(dest);
+        await engine.rename(from.bucket, from.key, to.bucket, to.key);
+        handles.renamed(src, dest);
+      });
+    },
+
+    link(src, dest, cb) {
+      log.warn(`mount: hard links are not supported (link ${src} -> ${dest}): EPERM`);
+      cb(errno('EPERM'));
+    },
+
+    symlink(target, p, cb) {
+      done('symlink', p, cb, async () => {
+        checkNewName(p);
+        const { bucket, key } = objectAt(p);
+        await engine.symlink(bucket, key, target);
+      });
+    },
+
+    readlink(p, cb) {
+      run(
+        'readlink',
+        p,
+        async () => {
+          const { bucket, key } = objectAt(p, 'EINVAL');
+          return lookup(() => engine.readlink(bucket, key));
+        },
+        (target) => cb(0, target),
+        cb,
+      );
+    },
+
+    chmod(p, mode, cb) {
+      done('chmod', p, cb, async () => {
+        const hidden = handles.hiddenStat(p);
+        if (hidden) {
+          hidden.mode = mode & 0o7777;
+          return;
+        }
+        const ek = engineKey(parseMountPath(p));
+        if (!ek) throw refuse('EPERM');
+        await engine.chmod(ek.bucket, ek.key, mode & 0o7777);
+      });
+    },
+
+    chown(p, uid, gid, cb) {
+      done('chown', p, cb, async () => {
+        if (handles.hiddenStat(p)) return;
+        const ek = engineKey(parseMountPath(p));
+        if (!ek) throw refuse('EPERM');
+        // (uid_t)-1 means "leave as is"; it arrives as an unsigned 32-bit value.
+        await engine.chown(ek.bucket, ek.key, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
+      });
+    },
+
+    utimens(p, atime, mtime, cb) {
+      done('utimens', p, cb, async () => {
+        if (handles.hiddenStat(p)) return;
+        const ek = engineKey(parseMountPath(p));
+        if (!ek) throw refuse('EPERM');
+        // fuse-native 2.2.6 hands over the access time twice (its C glue copies tv[0] into
+        // both slots), and UTIME_NOW/UTIME_OMIT arrive as 1073 ms: the best this layer can do
+        // is one time for both, "now" for the special values.
+        const at = (t: number) => (t === UTIME_SPECIAL_MS ? Date.now() : t);
+        if (ek.key !== '') await flushOpen(p);
+        await engine.utimens(ek.bucket, ek.key, at(atime), at(mtime));
+      });
+    },
+
+    setxattr(p, name, value, _position, flags, cb) {
+      done('setxattr', p, cb, async () => {
+        const attr = xattrName(name);
+        const mp = parseMountPath(p);
+        if (mp.kind !== 'object') throw refuse('ENOTSUP');
+        const text = value.toString('utf8');
+        // S3 metadata is text: a value that does not survive UTF-8 is refused, not mangled.
+        if (!Buffer.from(text, 'utf8').equals(value)) throw refuse('EINVAL');
+        if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
+          const exists = attr in (await engine.getUserMeta(mp.bucket, mp.key));
+          if (flags & XATTR_CREATE && exists) throw refuse('EEXIST');
+          if (flags & XATTR_REPLACE && !exists) throw refuse('ENODATA');
+        }
+        await engine.setUserMeta(mp.bucket, mp.key, attr, text).catch((err: unknown) => {
+          throw isMountdError(err, ErrorCode.IsDirectory) ? refuse('ENOTSUP') : err;
+        });
+      });
+    },
+
+    getxattr(p, name, _position, cb) {
+      run(
+        'getxattr',
+        p,
+        async () => {
+          const attr = xattrName(name);
+          const mp = parseMountPath(p);
+          if (mp.kind !== 'object' || handles.hiddenStat(p)) return null;
+          try {
+            const user = await engine.getUserMeta(mp.bucket, mp.key);
+            return attr in user ? Buffer.from(user[attr]!, 'utf8') : null;
+          } catch (err) {
+            if (isMountdError(err, ErrorCode.IsDirectory)) return null;
+            throw err;
+          }
+        },
+        (value) => cb(0, value),
+        cb,
+      );
+    },
+
+    listxattr(p, cb) {
+      run(
+        'listxattr',
+        p,
+        async () => {
+          const mp = parseMountPath(p);
+          if (mp.kind !== 'object' || handles.hiddenStat(p)) return [];
+          try {
+            return Object.keys(await engine.getUserMeta(mp.bucket, mp.key)).map((n) => USER_XATTR + n);
+          } catch (err) {
+            if (isMountdError(err, ErrorCode.IsDirectory)) return [];
+            throw err;
+          }
+        },
+        (names) => cb(0, names),
+        cb,
+      );
+    },
+
+    removexattr(p, name, cb) {
+      done('removexattr', p, cb, async () => {
+        const attr = xattrName(name);
+        const mp = parseMountPath(p);
+        if (mp.kind !== 'object') throw refuse('ENOTSUP');
+        const user = await engine.getUserMeta(mp.bucket, mp.key).catch((err: unknown) => {
+          throw isMountdError(err, ErrorCode.IsDirectory) ? refuse('ENOTSUP') : err;
+        });
+        if (!(attr in user)) throw refuse('ENODATA');
+        await engine.setUserMeta(mp.bucket, mp.key, attr, null);
+      });
+    },
+  };
+}

@@ -1,0 +1,126 @@
+// The key lock at the mount (disable, enable, delete, restart) and recovery from a daemon killed with its mount up.
+import anyTest, { type TestFn } from 'ava';
+import { randomBytes } from 'node:crypto';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, mountctl, run, sh, startFdHolder, startMount, type MountFixture } from './helpers/mount.js';
+
+const test = anyTest as TestFn<{ fx: MountFixture }>;
+const fuseTest = HAS_FUSE ? test.serial : test.skip;
+const ENOKEY_TEXT = /Required key not available/;
+
+if (!HAS_FUSE) {
+  const banner = fuseMissingBanner('mount-keys.test.ts');
+  test('FUSE is missing: mount tests skipped', (t) => {
+    t.log(banner);
+    t.pass();
+  });
+}
+
+test.before(async (t) => {
+  if (!HAS_FUSE) return;
+  t.context = { fx: await startMount('keys') };
+});
+
+test.after.always(async (t) => {
+  if (t.context.fx) await t.context.fx.cleanup();
+});
+
+async function ctl(t: { context: { fx: MountFixture } }, ...args: string[]) {
+  const r = await mountctl(t.context.fx.dataDir, args);
+  if (r.code !== 0) throw new Error(`mountctl ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+fuseTest('disable locks open descriptors (cached data included) and new opens with ENOKEY; enable restores', async (t) => {
+  const { fx } = t.context;
+  const b = path.join(fx.mnt, 'lock-test');
+  const body = randomBytes(300_000);
+  await fsp.writeFile(path.join(fx.root, 'body.bin'), body);
+  await sh(`mkdir ${b} && cp ${fx.root}/body.bin ${b}/file.bin`);
+  // Read it all twice: without direct_io the kernel would now serve it from its page cache.
+  await sh(`cat ${b}/file.bin > /dev/null && cat ${b}/file.bin > /dev/null`);
+  const holder = startFdHolder();
+  t.teardown(() => holder.close());
+  const fd = (await holder.send(`open ${b}/file.bin rw`)).split(' ')[1];
+  const first = body.subarray(0, 4096).toString('hex');
+  t.is(await holder.send(`pread ${fd} 4096 0`), `ok ${first}`);
+
+  t.regex(await ctl(t, 'key', 'disable', 'mountd-default'), /disabled key mountd-default/);
+  t.regex(await holder.send(`pread ${fd} 4096 0`), /^err 126 Required key not available/, 'pread at offset 0 on an fd opened before the disable');
+  t.regex(await holder.send(`pread ${fd} 4096 200000`), /^err 126 /);
+  t.regex(await holder.send(`pwrite ${fd} 0 00`), /^err 126 /, 'writes too');
+  t.regex(await holder.send(`open ${b}/file.bin`), /^err 126 /, 'a new open of a file that is open elsewhere');
+  t.regex((await run('cat', [`${b}/file.bin`])).stderr, ENOKEY_TEXT);
+  t.regex((await run('sh', ['-c', `echo new > ${b}/new.txt`])).stderr, ENOKEY_TEXT, 'creating a file under the disabled default key');
+  t.regex(await holder.send(`mmap ${b}/file.bin 4096 copy`), /^err 126 /, 'mmap needs an open: refused as well');
+  t.is(await sh(`stat -c %s ${b}/file.bin`), '300000\n', 'metadata stays visible');
+  const stat = JSON.parse(await ctl(t, 'stat', `${b}/file.bin`, '--json')) as { keyUsable: boolean; keyError: string };
+  t.false(stat.keyUsable);
+  t.is(stat.keyError, 'KMS_KEY_DISABLED');
+  const keys = JSON.parse(await ctl(t, 'key', 'list', '--json')) as Array<{ name: string; enabled: boolean }>;
+  t.false(keys.find((k) => k.name === 'mountd-default')!.enabled);
+
+  await ctl(t, 'key', 'enable', 'mountd-default');
+  t.is(await holder.send(`pread ${fd} 4096 0`), `ok ${first}`, 'the same fd works again without a restart');
+  t.is(await holder.send(`pwrite ${fd} 0 ${Buffer.from('X').toString('hex')}`), 'ok 1');
+  t.is(await holder.send(`close ${fd}`), 'ok ');
+  t.is(await sh(`head -c 1 ${b}/file.bin`), 'X');
+  t.is(await sh(`tail -c +2 ${b}/file.bin | sha256sum`), await sh(`tail -c +2 ${fx.root}/body.bin | sha256sum`));
+});
+
+fuseTest('delete --yes: files under the key stay unreadable, also after a restart; other keys are untouched', async (t) => {
+  const { fx } = t.context;
+  const keep = path.join(fx.mnt, 'keep-bucket');
+  await sh(`mkdir ${keep} && echo kept > ${keep}/f`);
+  await ctl(t, 'key', 'create', 'doomed-key');
+  // New files take the daemon's default key: run it with the doomed key as default for a while.
+  await fx.restart({ args: ['--default-key', 'doomed-key'] });
+  const b = path.join(fx.mnt, 'doomed-bucket');
+  await sh(`mkdir ${b} && echo secret > ${b}/f && mkdir ${b}/d && head -c 100000 /dev/urandom > ${b}/d/g`);
+  t.is(JSON.parse(await ctl(t, 'stat', `${b}/f`, '--json')).keyName, 'doomed-key');
+
+  const refused = await mountctl(fx.dataDir, ['key', 'delete', 'doomed-key']);
+  t.is(refused.code, 2, 'delete without --yes is a usage error');
+  t.regex(refused.stderr, /--yes/);
+  t.is(await sh(`cat ${b}/f`), 'secret\n', 'nothing happened');
+
+  await ctl(t, 'key', 'delete', 'doomed-key', '--yes');
+  t.regex((await run('cat', [`${b}/f`])).stderr, ENOKEY_TEXT);
+
+  await fx.restart();
+  t.regex((await run('cat', [`${b}/f`])).stderr, ENOKEY_TEXT, 'after a restart');
+  t.regex((await run('cat', [`${b}/d/g`])).stderr, ENOKEY_TEXT);
+  t.is(await sh(`cat ${keep}/f`), 'kept\n', 'files under the default key are unaffected');
+  const stat = JSON.parse(await ctl(t, 'stat', `${b}/f`, '--json')) as { keyUsable: boolean; keyError: string };
+  t.false(stat.keyUsable);
+  t.is(stat.keyError, 'KMS_KEY_NOT_FOUND');
+  // They can still be listed and removed.
+  await sh(`rm -r ${b}`);
+  t.false((await sh(`ls ${fx.mnt}`)).includes('doomed-bucket'));
+});
+
+fuseTest('kill -9 with the mount up, then start again on the same mount point: it mounts cleanly', async (t) => {
+  const { fx } = t.context;
+  await sh(`mkdir ${fx.mnt}/crash-test && echo before > ${fx.mnt}/crash-test/f`);
+  await fx.daemon.kill();
+  t.deepEqual(await fuseMountsUnder(fx.mnt), [fx.mnt], 'the dead mount is still there');
+  t.regex((await run('stat', [fx.mnt])).stderr, /Transport endpoint is not connected/);
+  await fx.restart();
+  t.regex(fx.daemon.log(), /removed a stale fuse\.mountd mount/);
+  t.deepEqual(await fuseMountsUnder(fx.mnt), [fx.mnt], 'exactly one mount');
+  t.is(await sh(`cat ${fx.mnt}/crash-test/f`), 'before\n');
+  await sh(`echo after >> ${fx.mnt}/crash-test/f`);
+  t.is(await sh(`cat ${fx.mnt}/crash-test/f`), 'before\nafter\n');
+});
+
+fuseTest('SIGTERM flushes and unmounts; a mount point served by a live daemon is refused', async (t) => {
+  const { fx } = t.context;
+  const second = await run(process.execPath, ['--import', 'tsx', 'src/cli/mountd.ts', '--data', path.join(fx.root, 'other-data'), '--mount', fx.mnt, '--s3', 'off'], { cwd: path.resolve('.'), timeoutMs: 30_000 });
+  t.not(second.code, 0);
+  t.regex(second.stderr, /already a fuse\.mountd mount served by a running process/);
+  t.is(await fx.daemon.stop(), 0);
+  t.deepEqual(await fuseMountsUnder(fx.root), []);
+  t.regex(fx.daemon.log(), /unmounted /);
+  await fx.restart();
+});

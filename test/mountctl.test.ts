@@ -1,0 +1,204 @@
+// mountctl and the control socket against a real daemon: status, keys, stat, unmount, socket permissions, the route table.
+import anyTest, { type TestFn } from 'ava';
+import * as fsp from 'node:fs/promises';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { ROUTES, callControl, ControlError } from '../src/control/index.js';
+import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, mountctl, sh, startFdHolder, startMount, type MountFixture } from './helpers/mount.js';
+
+const test = anyTest as TestFn<{ fx: MountFixture; sock: string }>;
+const daemonTest = HAS_FUSE ? test.serial : test.skip;
+
+if (!HAS_FUSE) {
+  const banner = fuseMissingBanner('mountctl.test.ts');
+  test('FUSE is missing: mountctl tests against a mounted daemon skipped', (t) => {
+    t.log(banner);
+    t.pass();
+  });
+}
+
+test.before(async (t) => {
+  if (!HAS_FUSE) return;
+  const fx = await startMount('ctl');
+  t.context = { fx, sock: path.join(fx.dataDir, '.mountd', 'control.sock') };
+  await sh(`mkdir ${fx.mnt}/ctl-bucket && echo hello > ${fx.mnt}/ctl-bucket/file.txt && mkdir ${fx.mnt}/ctl-bucket/dir && echo x > ${fx.mnt}/ctl-bucket/dir/y`);
+});
+
+test.after.always(async (t) => {
+  if (t.context.fx) await t.context.fx.cleanup();
+});
+
+const ctl = (t: { context: { fx: MountFixture } }, ...args: string[]) => mountctl(t.context.fx.dataDir, args);
+
+/** One raw request line on the socket, one raw response line back. */
+async function raw(sock: string, line: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect(sock);
+    let buf = '';
+    c.on('connect', () => c.write(line + '\n'));
+    c.on('data', (d) => {
+      buf += d.toString();
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) {
+        c.end();
+        resolve(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
+      }
+    });
+    c.on('error', reject);
+  });
+}
+
+test('the route table is pinned: changing the control API is deliberate', (t) => {
+  t.deepEqual(
+    ROUTES.map((r) => ({ command: r.command, args: r.args, timeoutMs: r.timeoutMs, after: r.after !== undefined })),
+    [
+      { command: 'status', args: {}, timeoutMs: 10_000, after: false },
+      { command: 'key.create', args: { name: { type: 'string', required: true } }, timeoutMs: 30_000, after: false },
+      { command: 'key.list', args: { prefix: { type: 'string', required: false } }, timeoutMs: 30_000, after: false },
+      { command: 'key.disable', args: { name: { type: 'string', required: true } }, timeoutMs: 120_000, after: false },
+      { command: 'key.enable', args: { name: { type: 'string', required: true } }, timeoutMs: 30_000, after: false },
+      { command: 'key.delete', args: { name: { type: 'string', required: true }, confirm: { type: 'boolean', required: true } }, timeoutMs: 120_000, after: false },
+      { command: 'stat', args: { bucket: { type: 'string', required: true }, key: { type: 'string', required: true } }, timeoutMs: 30_000, after: false },
+      { command: 'unmount', args: {}, timeoutMs: 10_000, after: true },
+    ],
+  );
+});
+
+daemonTest('the control socket is 0600 in a 0700 directory, owned by the daemon user', async (t) => {
+  const st = await fsp.lstat(t.context.sock);
+  t.true(st.isSocket());
+  t.is(st.mode & 0o777, 0o600);
+  t.is(st.uid, process.getuid!());
+  t.is((await fsp.stat(path.dirname(t.context.sock))).mode & 0o777, 0o700);
+});
+
+daemonTest('status --json: mount point, S3, key server, keys with their state, open files, caches', async (t) => {
+  const r = await ctl(t, 'status', '--json');
+  t.is(r.code, 0, r.stderr);
+  const s = JSON.parse(r.stdout) as Record<string, unknown>;
+  t.deepEqual(Object.keys(s).sort(), ['dataDir', 'defaultKey', 'dekCache', 'dirtyBytes', 'handles', 'keyServer', 'keys', 'maxDirtyBytes', 'mount', 'openFiles', 'pid', 's3', 'startedAt', 'uptimeSeconds'].sort());
+  t.deepEqual(s.mount, { mountPoint: t.context.fx.mnt, error: null });
+  t.deepEqual(s.s3, { address: null });
+  t.is(s.pid, t.context.fx.daemon.proc.pid);
+  t.is(s.dataDir, t.context.fx.dataDir);
+  t.like(s.keyServer as object, { kind: 'embedded', reachable: true });
+  t.is(s.defaultKey, 'mountd-default');
+  t.like((s.keys as Array<object>).find((k) => (k as { name: string }).name === 'mountd-default'), { enabled: true, algorithm: 'AES256' });
+  t.is(typeof s.openFiles, 'number');
+  t.is(typeof s.dirtyBytes, 'number');
+  t.like(s.dekCache as object, { max: 10_000 });
+});
+
+daemonTest('status shows open files and buffered bytes while a file is being written', async (t) => {
+  const holder = startFdHolder();
+  t.teardown(() => holder.close());
+  const fd = (await holder.send(`open ${t.context.fx.mnt}/ctl-bucket/file.txt rw`)).split(' ')[1];
+  t.is(await holder.send(`pwrite ${fd} 0 ${Buffer.alloc(1000, 1).toString('hex')}`), 'ok 1000');
+  const s = (await callControl(t.context.sock, 'status')) as { openFiles: number; handles: number; dirtyBytes: number };
+  t.is(s.openFiles, 1);
+  t.is(s.handles, 1);
+  t.true(s.dirtyBytes > 0, 'the write is buffered until flush');
+  await holder.send(`close ${fd}`);
+  await sh(`echo hello > ${t.context.fx.mnt}/ctl-bucket/file.txt`);
+});
+
+daemonTest('status in human form', async (t) => {
+  const r = await ctl(t, 'status');
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, new RegExp(`mount: +${t.context.fx.mnt}\\n`));
+  t.regex(r.stdout, /S3: +off/);
+  t.regex(r.stdout, /key server: +embedded .*reachable/);
+  t.regex(r.stdout, /mountd-default +enabled .*\(default\)/);
+  t.regex(r.stdout, /DEK cache: +\d+ of 10000 entries/);
+});
+
+daemonTest('key create, list, disable, enable; delete needs --yes', async (t) => {
+  t.is((await ctl(t, 'key', 'create', 'ctl-key')).stdout, 'created key ctl-key\n');
+  const dup = await ctl(t, 'key', 'create', 'ctl-key');
+  t.is(dup.code, 1);
+  t.regex(dup.stderr, /KMS_KEY_EXISTS/);
+  const list = JSON.parse((await ctl(t, 'key', 'list', '--json')).stdout) as Array<{ name: string; enabled: boolean }>;
+  t.deepEqual(list.map((k) => [k.name, k.enabled]), [['ctl-key', true], ['mountd-default', true]]);
+  t.regex((await ctl(t, 'key', 'disable', 'ctl-key')).stdout, /disabled key ctl-key/);
+  t.regex((await ctl(t, 'key', 'list', 'ctl')).stdout, /ctl-key +DISABLED/);
+  t.notRegex((await ctl(t, 'key', 'list', 'ctl')).stdout, /mountd-default/, 'a prefix filters');
+  t.regex((await ctl(t, 'key', 'enable', 'ctl-key')).stdout, /enabled key ctl-key/);
+  const noYes = await ctl(t, 'key', 'delete', 'ctl-key');
+  t.is(noYes.code, 2);
+  t.regex(noYes.stderr, /without --yes/);
+  t.regex((await ctl(t, 'key', 'list')).stdout, /ctl-key/, 'still there');
+  const raw = await callControl(t.context.sock, 'key.delete', { name: 'ctl-key', confirm: false }).catch((e: ControlError) => e);
+  t.is((raw as ControlError).code, 'ENGINE_INVALID_ARGUMENT', 'the daemon also wants the confirmation');
+  t.is((await ctl(t, 'key', 'delete', 'ctl-key', '--yes')).code, 0);
+  t.notRegex((await ctl(t, 'key', 'list')).stdout, /ctl-key/);
+  const missing = await ctl(t, 'key', 'disable', 'no-such-key', '--json');
+  t.is(missing.code, 1);
+  t.deepEqual(Object.keys(JSON.parse(missing.stderr).error), ['code', 'message']);
+});
+
+daemonTest('stat FILE: by path under the mount, relative path, BUCKET/KEY and s3://; never key material', async (t) => {
+  const { fx } = t.context;
+  const viaPath = JSON.parse((await ctl(t, 'stat', `${fx.mnt}/ctl-bucket/dir/y`, '--json')).stdout) as Record<string, unknown>;
+  t.deepEqual(Object.keys(viaPath).sort(), ['algorithm', 'bucket', 'fileId', 'formatVersion', 'key', 'keyName', 'keyUsable', 'kind']);
+  t.like(viaPath, { bucket: 'ctl-bucket', key: 'dir/y', algorithm: 'AES-256-GCM', formatVersion: 1, kind: 'default', keyName: 'mountd-default', keyUsable: true });
+  t.regex(viaPath.fileId as string, /^[0-9a-f]{32}$/);
+  t.deepEqual(JSON.parse((await ctl(t, 'stat', 'ctl-bucket/dir/y', '--json')).stdout), viaPath);
+  t.deepEqual(JSON.parse((await ctl(t, 'stat', 's3://ctl-bucket/dir/y', '--json')).stdout), viaPath);
+  const rel = await mountctl(fx.dataDir, ['stat', 'dir/y', '--json'], { cwd: `${fx.mnt}/ctl-bucket` });
+  t.deepEqual(JSON.parse(rel.stdout), viaPath, rel.stderr);
+  const human = await ctl(t, 'stat', `${fx.mnt}/ctl-bucket/file.txt`);
+  t.regex(human.stdout, /encryption: +AES-256-GCM, format version 1\nkey: +mountd-default \(default key\)\nkey usable: +yes/);
+  const missing = await ctl(t, 'stat', `${fx.mnt}/ctl-bucket/nope`);
+  t.is(missing.code, 1);
+  t.regex(missing.stderr, /not found \[ENGINE_NOT_FOUND\]/);
+  const bucketOnly = await ctl(t, 'stat', `${fx.mnt}/ctl-bucket`);
+  t.is(bucketOnly.code, 2);
+  const outside = await ctl(t, 'stat', '/etc/passwd');
+  t.is(outside.code, 2);
+  t.regex(outside.stderr, /not under the mount point/);
+});
+
+daemonTest('usage errors exit 2; an unreachable daemon exits 3', async (t) => {
+  t.is((await ctl(t, 'frobnicate')).code, 2);
+  t.is((await ctl(t, 'key')).code, 2);
+  t.is((await ctl(t)).code, 2);
+  const help = await ctl(t, '--help');
+  t.is(help.code, 0);
+  t.regex(help.stdout, /Exit codes/);
+  const none = await mountctl(path.join(t.context.fx.root, 'no-such-data'), ['status']);
+  t.is(none.code, 3);
+  t.regex(none.stderr, /no daemon is listening on .*no-such-data\/\.mountd\/control\.sock/);
+  const viaControl = await mountctl('/nonexistent', ['--control', t.context.sock, 'status', '--json']);
+  t.is(viaControl.code, 0, '--control wins over --data');
+});
+
+daemonTest('the socket refuses malformed requests with stable codes', async (t) => {
+  const { sock } = t.context;
+  t.like(await raw(sock, 'not json'), { ok: false, error: { code: 'CONTROL_BAD_REQUEST', message: 'request is not JSON' } });
+  t.like(await raw(sock, '{"command":"nope","id":7}'), { ok: false, id: 7, error: { code: 'CONTROL_UNKNOWN_COMMAND' } });
+  t.like(await raw(sock, '{"command":"key.create","args":{"name":"x","extra":1}}'), { ok: false, error: { code: 'CONTROL_BAD_REQUEST' } });
+  t.like(await raw(sock, '{"command":"key.create","args":{"name":5}}'), { ok: false, error: { code: 'CONTROL_BAD_REQUEST' } });
+  t.like(await raw(sock, '{"command":"status","v":2}'), { ok: false, error: { code: 'CONTROL_BAD_REQUEST' } });
+  t.like(await raw(sock, '{"command":"status","v":1,"id":"a"}'), { ok: true, id: 'a', v: 1 });
+  t.like(await raw(sock, 'x'.repeat(70 * 1024)), { ok: false, error: { code: 'CONTROL_BAD_REQUEST' } });
+});
+
+daemonTest('unmount flushes buffered writes, unmounts and stops the daemon', async (t) => {
+  const { fx } = t.context;
+  const holder = startFdHolder();
+  t.teardown(() => holder.close());
+  const fd = (await holder.send(`open ${fx.mnt}/ctl-bucket/file.txt rw`)).split(' ')[1];
+  t.is(await holder.send(`pwrite ${fd} 0 ${Buffer.from('HELLO').toString('hex')}`), 'ok 5');
+  const r = await ctl(t, 'unmount');
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, 'flushed, unmounted and stopped\n');
+  t.is(await fx.daemon.stop(), 0);
+  t.deepEqual(await fuseMountsUnder(fx.root), []);
+  await fsp.access(t.context.sock).then(
+    () => t.fail('socket left behind'),
+    () => t.pass(),
+  );
+  await holder.close();
+  await fx.restart();
+  t.is(await sh(`cat ${fx.mnt}/ctl-bucket/file.txt`), 'HELLO\n', 'the buffered write reached the disk');
+});
