@@ -120,6 +120,25 @@ export interface BucketEncryption {
   keyId?: string;
 }
 
+/** An unfinished multipart upload, as upload.json records it (nothing secret: the key name is already a file name). */
+export interface UploadInfo {
+  uploadId: string;
+  bucket: string;
+  key: string;
+  initiatedMs: number;
+  kind: EncryptionInfo['kind'];
+  /** The key server key of a 'default' or 'named' upload. */
+  keyName?: string;
+}
+
+export interface UploadPartInfo {
+  partNumber: number;
+  /** Plaintext MD5 of the part, without quotes. */
+  etag: string;
+  size: number;
+  mtimeMs: number;
+}
+
 interface Handle {
   file: OpenFile;
   customerKey?: Uint8Array;
@@ -129,6 +148,9 @@ const BUCKET_SSE_XATTR = 'user.mountd.bucket-sse';
 const SYMLINK_XATTR = 'user.mountd.symlink';
 const MAX_SYMLINK = 4095;
 const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e';
+/** Multipart uploads live in DATA/.mountd/uploads/<uploadId>/: upload.json, the sealed `meta` file and `part-NNNNN` files. */
+const UPLOADS_DIR = 'uploads';
+const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{32}$/;
 
 export class Engine {
   readonly store: BackingStore;
@@ -206,7 +228,7 @@ export class Engine {
     for (const f of new Set([...this.files.values(), ...[...this.handles.values()].map((h) => h.file)])) {
       await f.mutex
         .run(async () => {
-          if (f.hasKey) await f.sync();
+          if (f.hasKey) await this.commit(f, true);
           await f.close();
         })
         .catch((err) => errors.push(err));
@@ -308,31 +330,65 @@ export class Engine {
       return { etag: EMPTY_MD5, size: 0, encryption: { kind: 'default', algorithm: 'AES-256-GCM', formatVersion: FORMAT_VERSION, fileId: '' } };
     }
     const spec = await this.resolveEncryption(bucket, opts.encryption);
-    const { oek, record } = await this.keys.create(bucket, key, spec);
-    const header = encodeHeader(this.random(16));
     const tmp = this.store.tempPath('put');
-    const fh = await fsp.open(tmp, 'wx', 0o644);
-    const md5 = createHash('md5');
-    let size = 0;
     let ok = false;
     try {
-      await writeFully(fh, header.bytes, 0);
+      const sealed = await this.writeSealed(tmp, bucket, key, spec, body, { contentType: opts.contentType, user: opts.user ?? {}, tags: opts.tags }, opts.etag);
+      await this.namespace.read(async () => {
+        await this.makeParents(bucket, parsed.segments.slice(0, -1));
+        const st = await fsp.lstat(target).catch(() => null);
+        if (st?.isDirectory()) throw new MountdError(ErrorCode.NameConflict, `${bucket}/${key}: a directory of that name exists`);
+        await fsp.rename(tmp, target);
+        this.detach(target);
+        await this.store.fsyncDir(path.dirname(target));
+      });
+      ok = true;
+      return { etag: sealed.etag, size: sealed.size, encryption: this.describeRecord(sealed.record, sealed.fileId, spec.kind === 'customer' ? spec.customerKey : undefined) };
+    } catch (err) {
+      throw fromSystemError(err, `${bucket}/${key}`);
+    } finally {
+      if (!ok) await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  /**
+   * Encrypts a stream into a new file at `tmp` (ciphertext only), sealed for `bucket/sealKey`,
+   * with its key record and sealed metadata, synced; the caller links it into place.
+   */
+  private async writeSealed(
+    tmp: string,
+    bucket: string,
+    sealKey: string,
+    spec: EncryptionSpec,
+    body: AsyncIterable<Uint8Array> | Uint8Array,
+    meta: Omit<ObjectMeta, 'etag'>,
+    etagOverride?: string,
+  ): Promise<{ etag: string; size: number; record: KeyRecord; fileId: Buffer }> {
+    const { oek, record } = await this.keys.create(bucket, sealKey, spec);
+    const header = encodeHeader(this.random(16));
+    const md5 = createHash('md5');
+    let size = 0;
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(tmp, 'wx', 0o644);
+      const out = fh;
+      await writeFully(out, header.bytes, 0);
       let pos = HEADER_BYTES;
       let index = 0;
       let pending = Buffer.alloc(0);
-      const out: Buffer[] = [];
-      let outBytes = 0;
+      const sealed: Buffer[] = [];
+      let sealedBytes = 0;
       const emit = async (plain: Buffer, final: boolean) => {
         const nonce = this.random(PACKAGE_NONCE);
-        const sealed = gcmSeal(oek, nonce, plain, packageAad(header.bytes, index, final));
-        out.push(Buffer.from(nonce), sealed);
-        outBytes += nonce.length + sealed.length;
+        const box = gcmSeal(oek, nonce, plain, packageAad(header.bytes, index, final));
+        sealed.push(Buffer.from(nonce), box);
+        sealedBytes += nonce.length + box.length;
         index++;
-        if (outBytes >= 2 * 1024 * 1024 || final) {
-          const buf = Buffer.concat(out);
-          out.length = 0;
-          outBytes = 0;
-          await writeFully(fh, buf, pos);
+        if (sealedBytes >= 2 * 1024 * 1024 || final) {
+          const buf = Buffer.concat(sealed);
+          sealed.length = 0;
+          sealedBytes = 0;
+          await writeFully(out, buf, pos);
           pos += buf.length;
         }
       };
@@ -347,30 +403,16 @@ export class Engine {
         }
       }
       await emit(pending, true);
-      const etag = opts.etag ?? md5.digest('hex');
+      const etag = etagOverride ?? md5.digest('hex');
       await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
-      const meta: ObjectMeta = { etag, contentType: opts.contentType, user: opts.user ?? {}, tags: opts.tags };
-      await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, meta));
-      await fh.sync();
-      await fh.close();
-      await this.namespace.read(async () => {
-        await this.makeParents(bucket, parsed.segments.slice(0, -1));
-        const st = await fsp.lstat(target).catch(() => null);
-        if (st?.isDirectory()) throw new MountdError(ErrorCode.NameConflict, `${bucket}/${key}: a directory of that name exists`);
-        await fsp.rename(tmp, target);
-        this.detach(target);
-        await this.store.fsyncDir(path.dirname(target));
-      });
-      ok = true;
-      return { etag, size, encryption: this.describeRecord(record, header.fileId, spec.kind === 'customer' ? spec.customerKey : undefined) };
-    } catch (err) {
-      throw fromSystemError(err, `${bucket}/${key}`);
+      await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { etag, ...meta }));
+      await out.sync();
+      fh = undefined;
+      await out.close();
+      return { etag, size, record, fileId: header.fileId };
     } finally {
       oek.fill(0);
-      if (!ok) {
-        await fh.close().catch(() => undefined);
-        await fsp.rm(tmp, { force: true });
-      }
+      await fh?.close().catch(() => undefined);
     }
   }
 
@@ -467,6 +509,178 @@ export class Engine {
       await this.writeMeta(f, meta);
       return meta;
     });
+  }
+
+  // ---- multipart uploads (S3) ----
+  // Parts are sealed files in the daemon's own directory, never plaintext. Each is sealed for
+  // "bucket/key NUL upload ID NUL part N": NUL cannot occur in a key, so a part file moved into a
+  // bucket never decrypts there. Complete decrypts the parts in order into putObject (fresh OEK,
+  // atomic replace) and removes the upload.
+
+  private uploadDir(uploadId: string): string {
+    if (!UPLOAD_ID_RE.test(uploadId)) throw new MountdError(ErrorCode.NotFound, `upload ${uploadId}: not found`);
+    return path.join(this.store.internalDir, UPLOADS_DIR, uploadId);
+  }
+
+  private static partSealKey(key: string, uploadId: string, part: number): string {
+    return `${key}\0upload ${uploadId}\0part ${part}`;
+  }
+
+  private static partFile(part: number): string {
+    return `part-${String(part).padStart(5, '0')}`;
+  }
+
+  /** Starts an upload; the key is chosen now (explicit spec, bucket default or daemon default). */
+  async createUpload(bucket: string, key: string, opts: Omit<PutOptions, 'etag'> = {}): Promise<{ uploadId: string; encryption: EncryptionInfo }> {
+    this.checkOpen();
+    const parsed = parseObjectKey(key);
+    if (parsed.isDirectoryMarker) throw new MountdError(ErrorCode.InvalidArgument, 'a directory marker cannot be uploaded in parts');
+    await this.headBucket(bucket);
+    const spec = await this.resolveEncryption(bucket, opts.encryption);
+    const uploadId = Buffer.from(this.random(24)).toString('base64url');
+    const dir = this.uploadDir(uploadId);
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const tmp = this.store.tempPath('upload');
+    try {
+      // User metadata, content type and tags wait in a sealed empty file under the upload's key.
+      const sealed = await this.writeSealed(tmp, bucket, Engine.partSealKey(key, uploadId, 0), spec, new Uint8Array(0), { contentType: opts.contentType, user: opts.user ?? {}, tags: opts.tags });
+      await fsp.rename(tmp, path.join(dir, 'meta'));
+      const info = this.describeRecord(sealed.record, sealed.fileId, spec.kind === 'customer' ? spec.customerKey : undefined);
+      const record: UploadInfo = { uploadId, bucket, key, initiatedMs: Date.now(), kind: info.kind, keyName: info.keyName };
+      await fsp.writeFile(path.join(dir, 'upload.json'), JSON.stringify(record), { mode: 0o600 });
+      return { uploadId, encryption: info };
+    } catch (err) {
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw fromSystemError(err, `${bucket}/${key}`);
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  /** The upload, checked to belong to bucket/key (NotFound otherwise). */
+  async getUpload(bucket: string, key: string, uploadId: string): Promise<UploadInfo> {
+    const raw = await fsp.readFile(path.join(this.uploadDir(uploadId), 'upload.json'), 'utf8').catch(() => null);
+    const u = raw ? (JSON.parse(raw) as UploadInfo) : null;
+    if (!u || u.bucket !== bucket || u.key !== key) throw new MountdError(ErrorCode.NotFound, `upload ${uploadId}: not found`);
+    return u;
+  }
+
+  /** Unfinished uploads in a bucket, by key then start time. */
+  async listUploads(bucket: string): Promise<UploadInfo[]> {
+    await this.headBucket(bucket);
+    const root = path.join(this.store.internalDir, UPLOADS_DIR);
+    const ids = await fsp.readdir(root).catch(() => [] as string[]);
+    const out: UploadInfo[] = [];
+    for (const id of ids) {
+      if (!UPLOAD_ID_RE.test(id)) continue;
+      const raw = await fsp.readFile(path.join(root, id, 'upload.json'), 'utf8').catch(() => null);
+      if (!raw) continue;
+      const u = JSON.parse(raw) as UploadInfo;
+      if (u.bucket === bucket) out.push(u);
+    }
+    const cmp = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+    return out.sort((a, b) => cmp(a.key, b.key) || a.initiatedMs - b.initiatedMs || cmp(a.uploadId, b.uploadId));
+  }
+
+  /** The spec parts of this upload are sealed with; SSE-C uploads check the customer key against the sealed meta file. */
+  private async uploadSpec(u: UploadInfo, customerKey: Uint8Array | undefined): Promise<{ spec: EncryptionSpec; meta: ObjectMeta }> {
+    const meta = await this.readSealed(u, 0, customerKey, async (f) => this.readMeta(f));
+    if (u.kind === 'customer') return { spec: { kind: 'customer', customerKey: customerKey! }, meta };
+    if (u.kind === 'named') return { spec: { kind: 'named', keyName: u.keyName! }, meta };
+    return { spec: { kind: 'default' }, meta };
+  }
+
+  /** Opens one sealed upload file (0: meta, N: part N) for `fn`, then closes it. */
+  private async readSealed<T>(u: UploadInfo, part: number, customerKey: Uint8Array | undefined, fn: (f: OpenFile) => Promise<T>): Promise<T> {
+    const p = path.join(this.uploadDir(u.uploadId), part === 0 ? 'meta' : Engine.partFile(part));
+    const f = await this.load(p, u.bucket, Engine.partSealKey(u.key, u.uploadId, part), customerKey).catch((err) => {
+      throw isMountdError(err, ErrorCode.NotFound) ? new MountdError(ErrorCode.NotFound, part === 0 ? `upload ${u.uploadId}: not found` : `part ${part}: not found`) : err;
+    });
+    try {
+      const result = await fn(f);
+      this.keys.assertUsable(f.record);
+      return result;
+    } finally {
+      await f.close();
+    }
+  }
+
+  /** Stores one part (replacing an earlier part of the same number); returns its plaintext MD5. */
+  async putUploadPart(bucket: string, key: string, uploadId: string, partNumber: number, body: AsyncIterable<Uint8Array> | Uint8Array, opts: { customerKey?: Uint8Array } = {}): Promise<{ etag: string; size: number }> {
+    this.checkOpen();
+    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > 10000) throw new MountdError(ErrorCode.InvalidArgument, 'part number must be 1 to 10000');
+    const u = await this.getUpload(bucket, key, uploadId);
+    const { spec } = await this.uploadSpec(u, opts.customerKey);
+    const tmp = this.store.tempPath('part');
+    try {
+      const sealed = await this.writeSealed(tmp, bucket, Engine.partSealKey(key, uploadId, partNumber), spec, body, { user: {} });
+      await fsp.rename(tmp, path.join(this.uploadDir(uploadId), Engine.partFile(partNumber)));
+      return { etag: sealed.etag, size: sealed.size };
+    } catch (err) {
+      throw fromSystemError(err, `${bucket}/${key} part ${partNumber}`);
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  /** Parts stored so far, by number; their ETags are sealed, so this needs the upload's key. */
+  async listUploadParts(bucket: string, key: string, uploadId: string, opts: { customerKey?: Uint8Array } = {}): Promise<UploadPartInfo[]> {
+    const u = await this.getUpload(bucket, key, uploadId);
+    const out: UploadPartInfo[] = [];
+    for (const name of (await fsp.readdir(this.uploadDir(uploadId))).sort()) {
+      const m = /^part-(\d{5})$/.exec(name);
+      if (!m) continue;
+      const partNumber = Number(m[1]);
+      const part = await this.readSealed(u, partNumber, opts.customerKey, async (f) => {
+        const st = await fsp.stat(f.backingPath);
+        return { partNumber, etag: (await this.readMeta(f)).etag ?? '', size: f.size, mtimeMs: st.mtimeMs };
+      }).catch((err) => {
+        if (isMountdError(err, ErrorCode.NotFound)) return null; // replaced or aborted meanwhile
+        throw err;
+      });
+      if (part) out.push(part);
+    }
+    return out;
+  }
+
+  /**
+   * Joins the listed parts (ascending numbers, ETags as ListParts gives them) into the object,
+   * replacing it atomically, and removes the upload.
+   */
+  async completeUpload(bucket: string, key: string, uploadId: string, parts: Array<{ partNumber: number; etag: string }>, opts: { customerKey?: Uint8Array; etag?: string } = {}): Promise<{ etag: string; size: number; encryption: EncryptionInfo }> {
+    this.checkOpen();
+    const u = await this.getUpload(bucket, key, uploadId);
+    const { spec, meta } = await this.uploadSpec(u, opts.customerKey);
+    if (parts.length === 0) throw new MountdError(ErrorCode.InvalidArgument, 'an upload needs at least one part');
+    for (let i = 1; i < parts.length; i++) {
+      if (parts[i]!.partNumber <= parts[i - 1]!.partNumber) throw new MountdError(ErrorCode.InvalidArgument, 'parts must be listed in ascending order');
+    }
+    const engine = this;
+    async function* plaintext(): AsyncGenerator<Buffer> {
+      for (const { partNumber, etag } of parts) {
+        const f = await engine.load(path.join(engine.uploadDir(uploadId), Engine.partFile(partNumber)), bucket, Engine.partSealKey(key, uploadId, partNumber), opts.customerKey);
+        try {
+          if ((await engine.readMeta(f)).etag !== etag) throw new MountdError(ErrorCode.InvalidArgument, `part ${partNumber}: ETag does not match`);
+          for (let at = 0; at < f.size; ) {
+            engine.keys.assertUsable(f.record);
+            const buf = await f.read(at, 16 * PACKAGE_PLAINTEXT);
+            if (buf.length === 0) break;
+            at += buf.length;
+            yield buf;
+          }
+        } finally {
+          await f.close();
+        }
+      }
+    }
+    const result = await this.putObject(bucket, key, plaintext(), { encryption: spec, contentType: meta.contentType, user: meta.user, tags: meta.tags, etag: opts.etag });
+    await fsp.rm(this.uploadDir(uploadId), { recursive: true, force: true });
+    return result;
+  }
+
+  async abortUpload(bucket: string, key: string, uploadId: string): Promise<void> {
+    await this.getUpload(bucket, key, uploadId);
+    await fsp.rm(this.uploadDir(uploadId), { recursive: true, force: true });
   }
 
   // ---- the mount's operations ----
@@ -913,7 +1127,7 @@ export class Engine {
       await f.mutex.run(async () => {
         if (f.hasKey) {
           try {
-            await f.flush();
+            await this.commit(f, false);
           } catch (err) {
             this.log.error(`flush before locking ${f.bucket}/${f.key} failed: ${(err as Error).message}`);
           }
@@ -969,13 +1183,18 @@ export class Engine {
 
   /** Flushes buffered writes; the first change makes the stored ETag stale, so it is removed. */
   private async commit(f: OpenFile, sync: boolean): Promise<void> {
-    const changed = sync ? (await f.sync(), f.contentChanged) : await f.flush();
-    if (changed && f.contentChanged) {
+    if (sync) await f.sync();
+    else await f.flush();
+    // contentChanged stays set until the ETag is dealt with, so that flushes forced inside
+    // write() by the dirty budget count too. A detached file's path names another object now,
+    // whose metadata this file's key cannot open and must not touch.
+    if (f.contentChanged && f.attached) {
       const meta = await this.readMeta(f);
       if (meta.etag !== undefined) {
         delete meta.etag;
         await this.writeMeta(f, meta);
       }
+      f.contentChanged = false;
     }
   }
 
@@ -987,6 +1206,8 @@ export class Engine {
       for (;;) {
         const existing = this.files.get(p);
         if (existing) {
+          // A file already open under a disabled key opens no further (as one that was not open).
+          this.keys.assertUsable(existing.record);
           existing.refs++;
           if (existing.record.kind === KeyKind.Customer) {
             // Every SSE-C access must present the right key, even when the file is already open.

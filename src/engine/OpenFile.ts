@@ -35,7 +35,7 @@ export class OpenFile {
   refs = 0;
   /** False once a put, delete or rename-over replaced the path: the file lives on for its handles only. */
   attached = true;
-  /** Set when a flush changed the content, so the stored ETag no longer is the plaintext MD5. */
+  /** Set when a flush changed the content (the stored ETag is stale); the engine clears it once it removed the ETag. */
   contentChanged = false;
   private oek: Buffer | null;
   private diskSize: number;
@@ -123,6 +123,8 @@ export class OpenFile {
     this.requireKey();
     const end = offset + data.length;
     if (!Number.isSafeInteger(end) || offset < 0) throw new MountdError(ErrorCode.InvalidArgument, 'write past the largest file size');
+    // pwrite(2) of zero bytes changes nothing, not even the size.
+    if (data.length === 0) return 0;
     let at = offset;
     while (at < end) {
       const index = Math.floor(at / PACKAGE_PLAINTEXT);

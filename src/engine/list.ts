@@ -92,6 +92,19 @@ async function isEmptyDir(abs: string): Promise<boolean> {
   }
 }
 
+/**
+ * A prefix naming an empty directory exactly ("a/b/") lists that directory's marker object, as
+ * S3 lists a folder object under its own key; the walk alone starts inside it and sees nothing.
+ */
+async function* fromBase(baseAbs: string, baseKey: string, prefix: string, delimiter: string): AsyncGenerator<ListEntry | { commonPrefix: string }> {
+  if (baseKey !== '' && prefix === baseKey && (await isEmptyDir(baseAbs))) {
+    const st = await fsp.stat(baseAbs).catch(() => null);
+    if (st) yield { key: baseKey, size: 0, mtimeMs: st.mtimeMs, isDirectoryMarker: true };
+    return;
+  }
+  yield* walk(baseAbs, baseKey, prefix, delimiter);
+}
+
 export async function listObjects(bucketAbs: string, options: ListOptions): Promise<ListResult> {
   const prefix = options.prefix ?? '';
   const delimiter = options.delimiter ?? '';
@@ -106,7 +119,7 @@ export async function listObjects(bucketAbs: string, options: ListOptions): Prom
   const result: ListResult = { objects: [], commonPrefixes: [], isTruncated: false };
   let lastPrefix: string | undefined;
   let count = 0;
-  for await (const item of walk(baseAbs, baseKey, prefix, delimiter)) {
+  for await (const item of fromBase(baseAbs, baseKey, prefix, delimiter)) {
     let cp: string | undefined;
     let entry: ListEntry | undefined;
     if ('commonPrefix' in item) cp = item.commonPrefix;

@@ -1,0 +1,95 @@
+// Bucket operations: list, create, head, delete, location, versioning (always off) and default encryption.
+import type { BucketEncryption } from '../../engine/index.js';
+import { readSmallBody } from '../body.js';
+import { call, isoDate, send, sendXml, type S3Context } from '../context.js';
+import { s3err } from '../errors.js';
+import { ensureKey, kmsKeyName } from '../sse.js';
+import { child, children, parseXml, text } from '../xml.js';
+
+const bucketCtx = { resource: 'bucket' as const };
+
+export async function listBuckets(ctx: S3Context): Promise<void> {
+  const buckets = await ctx.engine.listBuckets();
+  sendXml(ctx, 200, 'ListAllMyBucketsResult', {
+    Owner: ctx.config.owner,
+    Buckets: { Bucket: buckets.map((b) => ({ Name: b.name, CreationDate: isoDate(b.createdMs) })) },
+  });
+}
+
+export async function createBucket(ctx: S3Context, bodyLimit: number): Promise<void> {
+  const body = await readSmallBody(ctx, bodyLimit);
+  if (body.length > 0) {
+    const doc = parseXml(body, 'CreateBucketConfiguration');
+    const location = text(doc, 'LocationConstraint');
+    if (location !== undefined && location !== '' && location !== ctx.config.region && !(ctx.config.region === 'us-east-1' && location === 'US')) {
+      throw s3err.illegalLocation();
+    }
+  }
+  await call(bucketCtx, () => ctx.engine.createBucket(ctx.bucket));
+  send(ctx, 200, { Location: `/${ctx.bucket}` });
+}
+
+export async function headBucket(ctx: S3Context): Promise<void> {
+  await call(bucketCtx, () => ctx.engine.headBucket(ctx.bucket));
+  send(ctx, 200, { 'x-amz-bucket-region': ctx.config.region });
+}
+
+export async function deleteBucket(ctx: S3Context): Promise<void> {
+  await call(bucketCtx, () => ctx.engine.deleteBucket(ctx.bucket));
+  // Unfinished uploads die with their bucket (AWS drops them too).
+  for (const u of await ctx.engine.listUploads(ctx.bucket).catch(() => [])) {
+    await ctx.engine.abortUpload(u.bucket, u.key, u.uploadId).catch(() => undefined);
+  }
+  send(ctx, 204);
+}
+
+export async function getBucketLocation(ctx: S3Context): Promise<void> {
+  await call(bucketCtx, () => ctx.engine.headBucket(ctx.bucket));
+  // us-east-1 is the empty LocationConstraint, as AWS answers.
+  sendXml(ctx, 200, 'LocationConstraint', ctx.config.region === 'us-east-1' ? {} : { '#text': ctx.config.region });
+}
+
+export async function getBucketVersioning(ctx: S3Context): Promise<void> {
+  await call(bucketCtx, () => ctx.engine.headBucket(ctx.bucket));
+  sendXml(ctx, 200, 'VersioningConfiguration', {});
+}
+
+export async function getBucketEncryption(ctx: S3Context): Promise<void> {
+  const cfg = await call(bucketCtx, () => ctx.engine.getBucketEncryption(ctx.bucket));
+  if (!cfg) throw s3err.noSuchEncryption();
+  sendXml(ctx, 200, 'ServerSideEncryptionConfiguration', {
+    Rule: {
+      ApplyServerSideEncryptionByDefault: { SSEAlgorithm: cfg.algorithm, KMSMasterKeyID: cfg.keyId },
+      BucketKeyEnabled: false,
+    },
+  });
+}
+
+export async function putBucketEncryption(ctx: S3Context, bodyLimit: number): Promise<void> {
+  await call(bucketCtx, () => ctx.engine.headBucket(ctx.bucket));
+  const doc = parseXml(await readSmallBody(ctx, bodyLimit), 'ServerSideEncryptionConfiguration');
+  const rules = children(doc, 'Rule');
+  if (rules.length !== 1) throw s3err.malformedXml();
+  const apply = child(rules[0]!, 'ApplyServerSideEncryptionByDefault');
+  if (!apply) throw s3err.malformedXml();
+  const algorithm = text(apply, 'SSEAlgorithm');
+  const keyId = text(apply, 'KMSMasterKeyID');
+  let cfg: BucketEncryption;
+  if (algorithm === 'AES256') {
+    if (keyId !== undefined) throw s3err.invalidArgument('KMSMasterKeyID is only valid with SSEAlgorithm aws:kms', 'KMSMasterKeyID', keyId);
+    cfg = { algorithm: 'AES256' };
+  } else if (algorithm === 'aws:kms') {
+    const name = keyId ? kmsKeyName(keyId) : ctx.engine.keys.defaultKeyName;
+    await call({ resource: 'object' }, () => ensureKey(ctx.engine, name, ctx.config.sse));
+    cfg = { algorithm: 'aws:kms', keyId: name };
+  } else {
+    throw s3err.malformedXml();
+  }
+  await call(bucketCtx, () => ctx.engine.setBucketEncryption(ctx.bucket, cfg));
+  send(ctx, 200);
+}
+
+export async function deleteBucketEncryption(ctx: S3Context): Promise<void> {
+  await call(bucketCtx, () => ctx.engine.setBucketEncryption(ctx.bucket, null));
+  send(ctx, 204);
+}

@@ -1,0 +1,582 @@
+// The S3 listener in-process over a temp engine, driven by raw HTTP signed with an independent SigV4: auth, bodies, bad input, SSE, key locks, ETags.
+import * as fsp from 'node:fs/promises';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import test from 'ava';
+import { ErrorCode, MountdError } from '../src/errors/index.js';
+import type { KeyService } from '../src/kms/KeyService.js';
+import { createChecksum } from '../src/s3/checksums.js';
+import { startS3Server } from '../src/s3/index.js';
+import { makeFixture } from './helpers/engine.js';
+import { CREDS, chunkSignature, errorCode, rawExchange, s3request, sha256, signRequest, signingKey, startInProcess, type InProcess, type Response } from './helpers/s3.js';
+
+let s3: InProcess;
+
+test.before(async () => {
+  s3 = await startInProcess();
+});
+
+test.after.always(async () => {
+  await s3?.close();
+});
+
+const put = (key: string, body: string | Buffer, headers: Record<string, string> = {}) => s3request(s3.port, { method: 'PUT', path: key, body, headers });
+const get = (key: string, headers: Record<string, string> = {}, query?: Record<string, string>) => s3request(s3.port, { method: 'GET', path: key, headers, query });
+const head = (key: string, headers: Record<string, string> = {}) => s3request(s3.port, { method: 'HEAD', path: key, headers });
+
+async function bucket(name: string): Promise<string> {
+  const r = await s3request(s3.port, { method: 'PUT', path: `/${name}` });
+  if (r.status !== 200) throw new Error(`create ${name}: ${r.status} ${r.text}`);
+  return `/${name}`;
+}
+
+/** Sends already-signed headers and body as they are. */
+function send(method: string, p: string, headers: Record<string, string>, body: Buffer): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: s3.port, method, path: p, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const b = Buffer.concat(chunks);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b, text: b.toString('utf8') });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function stillServing(t: import('ava').ExecutionContext): Promise<void> {
+  const r = await s3request(s3.port, { method: 'GET', path: '/' });
+  t.is(r.status, 200, 'the listener keeps serving');
+}
+
+test('signed PUT and GET round-trip keys with spaces, unicode and reserved characters', async (t) => {
+  const b = await bucket('roundtrip');
+  for (const key of ['plain.txt', 'a b/c+d=e&f.txt', 'ünï/cødé ✓', "quote'paren(1)*!.txt"]) {
+    const p = `${b}/${key.split('/').map(encodeURIComponent).join('/')}`;
+    const body = `content of ${key}`;
+    const w = await put(p, body);
+    t.is(w.status, 200, w.text);
+    t.is(w.headers.etag, `"${createHash('md5').update(body).digest('hex')}"`);
+    t.is(w.headers['x-amz-server-side-encryption'], 'AES256');
+    const r = await get(p);
+    t.is(r.text, body);
+    t.is(r.headers['content-length'], String(Buffer.byteLength(body)));
+  }
+  const list = await get(b, {}, { 'list-type': '2', 'encoding-type': 'url' });
+  t.true(list.text.includes('<Key>a%20b/c%2Bd%3De%26f.txt</Key>'), list.text);
+});
+
+test('authentication failures get AWS codes and statuses', async (t) => {
+  const b = await bucket('authfail');
+  await put(`${b}/k`, 'x');
+  const noAuth = await s3request(s3.port, { method: 'GET', path: `${b}/k`, sign: 'none' });
+  t.is(noAuth.status, 403);
+  t.is(errorCode(noAuth), 'AccessDenied');
+  const date = '20300101T000000Z';
+  const raw = (authorization: string, extra: Record<string, string> = {}) =>
+    send('GET', `${b}/k`, { host: `127.0.0.1:${s3.port}`, authorization, 'x-amz-date': date, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...extra }, Buffer.alloc(0));
+  const garbage = await raw('AWS4-HMAC-SHA256 garbage');
+  t.is(garbage.status, 400);
+  t.is(errorCode(garbage), 'AuthorizationHeaderMalformed');
+  const v2 = await raw('AWS mountdadmin:c2lnbmF0dXJl');
+  t.is(v2.status, 400);
+  t.is(errorCode(v2), 'InvalidRequest');
+  const missing = await raw('AWS4-HMAC-SHA256 Credential=mountdadmin/20300101/us-east-1/s3/aws4_request');
+  t.is(errorCode(missing), 'AuthorizationHeaderMalformed');
+  const badDate = await raw('AWS4-HMAC-SHA256 Credential=mountdadmin/20300101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00', { 'x-amz-date': 'yesterday' });
+  t.is(badDate.status, 403);
+  t.is(errorCode(badDate), 'AccessDenied');
+  const region = await raw(`AWS4-HMAC-SHA256 Credential=mountdadmin/20300101/eu-west-9/s3/aws4_request, SignedHeaders=host, Signature=${'0'.repeat(64)}`);
+  t.is(errorCode(region), 'AuthorizationHeaderMalformed');
+  t.regex(region.text, /<Region>us-east-1<\/Region>/);
+
+  const wrongSecret = await s3request(s3.port, { method: 'GET', path: `${b}/k`, creds: { ...CREDS, secretAccessKey: 'not-the-secret' } });
+  t.is(wrongSecret.status, 403);
+  t.is(errorCode(wrongSecret), 'SignatureDoesNotMatch');
+  const wrongKey = await s3request(s3.port, { method: 'GET', path: `${b}/k`, creds: { ...CREDS, accessKeyId: 'someoneelse' } });
+  t.is(errorCode(wrongKey), 'InvalidAccessKeyId');
+  const skewed = await s3request(s3.port, { method: 'GET', path: `${b}/k`, signingDate: new Date(Date.now() - 20 * 60 * 1000) });
+  t.is(skewed.status, 403);
+  t.is(errorCode(skewed), 'RequestTimeTooSkewed');
+  const inSkew = await s3request(s3.port, { method: 'GET', path: `${b}/k`, signingDate: new Date(Date.now() - 10 * 60 * 1000) });
+  t.is(inSkew.status, 200);
+
+  // A header added after signing (here user metadata) must not ride along unsigned.
+  const signed = await signRequest(s3.port, { method: 'PUT', path: `${b}/k2`, body: 'x' });
+  const injected = await send('PUT', signed.path, { ...signed.headers, 'x-amz-meta-evil': '1' }, Buffer.from('x'));
+  t.is(injected.status, 403);
+  t.is(errorCode(injected), 'AccessDenied');
+  // A tampered path fails the signature.
+  const tampered = await send('PUT', `${b}/k3`, signed.headers, Buffer.from('x'));
+  t.is(errorCode(tampered), 'SignatureDoesNotMatch');
+  await stillServing(t);
+});
+
+test('presigned URLs: valid, expired, tampered', async (t) => {
+  const b = await bucket('presigned');
+  await put(`${b}/doc.txt`, 'presigned body');
+  const ok = await s3request(s3.port, { method: 'GET', path: `${b}/doc.txt`, sign: 'presign' });
+  t.is(ok.status, 200);
+  t.is(ok.text, 'presigned body');
+  const expired = await s3request(s3.port, { method: 'GET', path: `${b}/doc.txt`, sign: 'presign', signingDate: new Date(Date.now() - 3600_000) });
+  t.is(expired.status, 403);
+  t.regex(expired.text, /Request has expired/);
+  const signed = await signRequest(s3.port, { method: 'GET', path: `${b}/doc.txt`, sign: 'presign' });
+  const tampered = await send('GET', signed.path.replace('doc.txt', 'other.txt'), { host: `127.0.0.1:${s3.port}` }, Buffer.alloc(0));
+  t.is(errorCode(tampered), 'SignatureDoesNotMatch');
+  const both = await send('GET', signed.path, { host: `127.0.0.1:${s3.port}`, authorization: 'AWS4-HMAC-SHA256 x' }, Buffer.alloc(0));
+  t.is(both.status, 400);
+});
+
+test('payload checks: x-amz-content-sha256, Content-MD5, UNSIGNED-PAYLOAD; a failed check stores nothing', async (t) => {
+  const b = await bucket('payload');
+  const bad = await s3request(s3.port, { method: 'PUT', path: `${b}/sha`, body: 'real body', payloadHash: sha256('other body') });
+  t.is(bad.status, 400);
+  t.is(errorCode(bad), 'XAmzContentSHA256Mismatch');
+  t.is((await head(`${b}/sha`)).status, 404);
+  const md5 = await put(`${b}/md5`, 'real body', { 'content-md5': createHash('md5').update('other').digest('base64') });
+  t.is(errorCode(md5), 'BadDigest');
+  t.is((await head(`${b}/md5`)).status, 404);
+  const md5ok = await put(`${b}/md5`, 'real body', { 'content-md5': createHash('md5').update('real body').digest('base64') });
+  t.is(md5ok.status, 200);
+  const unsigned = await s3request(s3.port, { method: 'PUT', path: `${b}/unsigned`, body: 'u', payloadHash: 'UNSIGNED-PAYLOAD' });
+  t.is(unsigned.status, 200);
+  const crc = createChecksum('crc32');
+  crc.update(Buffer.from('checked'));
+  t.is((await put(`${b}/crc`, 'checked', { 'x-amz-checksum-crc32': crc.digest() })).headers['x-amz-checksum-crc32'], crc.digest());
+  t.is(errorCode(await put(`${b}/crc2`, 'checked!', { 'x-amz-checksum-crc32': crc.digest() })), 'BadDigest');
+});
+
+/** A STREAMING-AWS4-HMAC-SHA256-PAYLOAD PUT with hand-made chunks chained from the request's signature. */
+async function signedChunkedPut(p: string, data: Buffer, chunkSize: number, forge?: number): Promise<Response> {
+  const pieces: Buffer[] = [];
+  for (let i = 0; i < data.length; i += chunkSize) pieces.push(data.subarray(i, i + chunkSize));
+  pieces.push(Buffer.alloc(0));
+  const sigLine = (n: number) => `${n.toString(16)};chunk-signature=${'0'.repeat(64)}\r\n`;
+  const total = pieces.reduce((s, c) => s + sigLine(c.length).length + c.length + 2, 0);
+  const headers = {
+    'x-amz-content-sha256': 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD',
+    'content-encoding': 'aws-chunked',
+    'x-amz-decoded-content-length': String(data.length),
+    'content-length': String(total),
+  };
+  const signed = await signRequest(s3.port, { method: 'PUT', path: p, headers });
+  const seed = /Signature=([0-9a-f]{64})/.exec(signed.headers.authorization!)![1]!;
+  const amzDate = signed.headers['x-amz-date']!;
+  const scope = `${amzDate.slice(0, 8)}/us-east-1/s3/aws4_request`;
+  const key = signingKey(CREDS.secretAccessKey, amzDate.slice(0, 8));
+  let prev = seed;
+  const body = Buffer.concat(
+    pieces.map((c, i) => {
+      const sig = chunkSignature(key, amzDate, scope, prev, i === forge ? Buffer.from(c).fill(0x41) : c);
+      prev = sig;
+      return Buffer.concat([Buffer.from(`${c.length.toString(16)};chunk-signature=${sig}\r\n`), c, Buffer.from('\r\n')]);
+    }),
+  );
+  return send('PUT', signed.path, signed.headers, body);
+}
+
+test('aws-chunked with chunk signatures: accepted when every chunk verifies, refused (and not stored) otherwise', async (t) => {
+  const b = await bucket('chunked');
+  const data = randomBytes(200_000);
+  const ok = await signedChunkedPut(`${b}/ok.bin`, data, 64 * 1024);
+  t.is(ok.status, 200, ok.text);
+  t.true((await get(`${b}/ok.bin`)).body.equals(data));
+  const forged = await signedChunkedPut(`${b}/forged.bin`, data, 64 * 1024, 1);
+  t.is(forged.status, 403);
+  t.is(errorCode(forged), 'SignatureDoesNotMatch');
+  t.is((await head(`${b}/forged.bin`)).status, 404);
+});
+
+test('aws-chunked with trailing checksums (STREAMING-UNSIGNED-PAYLOAD-TRAILER): CRC32C, CRC64NVME, and a wrong one', async (t) => {
+  const b = await bucket('trailer');
+  const data = randomBytes(100_000);
+  const body = (alg: 'crc32c' | 'crc64nvme', value: string) =>
+    Buffer.concat([Buffer.from(`${(60000).toString(16)}\r\n`), data.subarray(0, 60000), Buffer.from(`\r\n${(40000).toString(16)}\r\n`), data.subarray(60000), Buffer.from(`\r\n0\r\nx-amz-checksum-${alg}:${value}\r\n\r\n`)]);
+  for (const alg of ['crc32c', 'crc64nvme'] as const) {
+    const c = createChecksum(alg);
+    c.update(data);
+    const headers = (b: Buffer) => ({ 'x-amz-content-sha256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', 'content-encoding': 'aws-chunked', 'x-amz-decoded-content-length': String(data.length), 'x-amz-trailer': `x-amz-checksum-${alg}`, 'content-length': String(b.length) });
+    const good = body(alg, c.digest());
+    const r = await s3request(s3.port, { method: 'PUT', path: `${b}/${alg}`, headers: headers(good), body: good });
+    t.is(r.status, 200, r.text);
+    t.true((await get(`${b}/${alg}`)).body.equals(data));
+    const wrong = body(alg, c.digest().replace(/^./, (ch) => (ch === 'A' ? 'B' : 'A')));
+    const w = await s3request(s3.port, { method: 'PUT', path: `${b}/${alg}-bad`, headers: headers(wrong), body: wrong });
+    t.is(w.status, 400);
+    t.is(errorCode(w), 'BadDigest');
+    t.is((await head(`${b}/${alg}-bad`)).status, 404);
+  }
+  // Framing truncated inside a Content-Length that matches what was sent.
+  const c = createChecksum('crc32c');
+  c.update(data);
+  const cut = body('crc32c', c.digest()).subarray(0, 70_000);
+  const r = await s3request(s3.port, { method: 'PUT', path: `${b}/cut`, body: cut, headers: { 'x-amz-content-sha256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', 'content-encoding': 'aws-chunked', 'x-amz-decoded-content-length': String(data.length), 'x-amz-trailer': 'x-amz-checksum-crc32c', 'content-length': String(cut.length) } });
+  t.is(r.status, 400);
+  t.is(errorCode(r), 'IncompleteBody');
+  t.is((await head(`${b}/cut`)).status, 404);
+  await stillServing(t);
+});
+
+test('Expect: 100-continue: the body is asked for only after authentication', async (t) => {
+  const b = await bucket('continue');
+  const ok = await s3request(s3.port, { method: 'PUT', path: `${b}/c`, body: 'after continue', expectContinue: true });
+  t.is(ok.status, 200);
+  t.is((await get(`${b}/c`)).text, 'after continue');
+  // Wrong signature: the answer comes without a 100 and without reading the body.
+  const signed = await signRequest(s3.port, { method: 'PUT', path: `${b}/d`, body: 'x', creds: { ...CREDS, secretAccessKey: 'wrong' } });
+  const reply = await rawExchange(s3.port, `PUT ${signed.path} HTTP/1.1\r\n${Object.entries({ ...signed.headers, expect: '100-continue', 'content-length': '1' }).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`, 1500);
+  t.regex(reply, /^HTTP\/1.1 403 /);
+  t.notRegex(reply, /100 Continue/);
+});
+
+test('bad names and paths: "..", "%2e%2e", NUL, over-long keys, bad bucket names are clear 4xx', async (t) => {
+  const b = await bucket('badnames');
+  const cases: Array<[string, number, string]> = [
+    [`${b}/a/../b`, 400, 'InvalidArgument'],
+    [`${b}/a/%2e%2e/b`, 400, 'InvalidArgument'],
+    [`${b}/%2E%2E`, 400, 'InvalidArgument'],
+    [`${b}/a%00b`, 400, 'InvalidArgument'],
+    [`${b}/a//b`, 400, 'InvalidArgument'],
+    [`${b}/${'k'.repeat(1025)}`, 400, 'KeyTooLongError'],
+    ['/Bad_Bucket/key', 400, 'InvalidBucketName'],
+    ['/.mountd/lock', 400, 'InvalidBucketName'],
+    [`${b}/%zz`, 400, 'InvalidURI'],
+  ];
+  for (const [p, status, code] of cases) {
+    for (const method of ['PUT', 'GET']) {
+      const r = await s3request(s3.port, { method, path: p, body: method === 'PUT' ? 'x' : undefined });
+      t.is(r.status, status, `${method} ${p}: ${r.text}`);
+      t.is(errorCode(r), code, `${method} ${p}`);
+    }
+  }
+  t.is((await s3request(s3.port, { method: 'PUT', path: '/ab' })).status, 400);
+  t.is((await put(`${b}/a/b`, 'x')).status, 200);
+  const conflict = await put(`${b}/a/b/c`, 'x');
+  t.is(conflict.status, 409);
+  t.is(errorCode(conflict), 'XMountdNameConflict');
+  t.is((await get(`${b}/nope`)).status, 404);
+  t.is(errorCode(await get('/nosuchbucket/k')), 'NoSuchBucket');
+  await stillServing(t);
+});
+
+test('headers over 8 KiB get 431 and the listener keeps serving', async (t) => {
+  const reply = await rawExchange(s3.port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(9000)}\r\n\r\n`);
+  t.regex(reply, /^HTTP\/1.1 431 /);
+  const garbage = await rawExchange(s3.port, 'NOT HTTP AT ALL\r\n\r\n');
+  t.regex(garbage, /^HTTP\/1.1 400 /);
+  await stillServing(t);
+});
+
+test('malformed XML in DeleteObjects and CompleteMultipartUpload is MalformedXML', async (t) => {
+  const b = await bucket('badxml');
+  for (const body of ['<Delete><Object><Key>a</Key></Delete>', 'not xml', '<!DOCTYPE x [<!ENTITY a "b">]><Delete><Object><Key>&a;</Key></Object></Delete>', '<Delete></Delete>', '<Delete><Object><Key><Nested/></Key></Object></Delete>']) {
+    const r = await s3request(s3.port, { method: 'POST', path: b, query: { delete: '' }, body });
+    t.is(r.status, 400, body);
+    t.is(errorCode(r), 'MalformedXML', body);
+  }
+  const create = await s3request(s3.port, { method: 'POST', path: `${b}/mp`, query: { uploads: '' } });
+  const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(create.text)![1]!;
+  for (const body of ['<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>', '<CompleteMultipartUpload></CompleteMultipartUpload>', '<CompleteMultipartUpload><Part><PartNumber>x</PartNumber><ETag>"a"</ETag></Part></CompleteMultipartUpload>']) {
+    const r = await s3request(s3.port, { method: 'POST', path: `${b}/mp`, query: { uploadId }, body });
+    t.is(r.status, 400, body);
+    t.is(errorCode(r), 'MalformedXML', body);
+  }
+  const tooBig = await s3request(s3.port, { method: 'PUT', path: b, query: { encryption: '' }, body: 'x'.repeat(70 * 1024) });
+  t.is(errorCode(tooBig), 'MaxMessageLengthExceeded');
+  await stillServing(t);
+});
+
+test('ranges, conditional GETs and response overrides', async (t) => {
+  const b = await bucket('ranges');
+  const data = randomBytes(200_000);
+  const w = await put(`${b}/r.bin`, data);
+  const etag = w.headers.etag!;
+  const r = await get(`${b}/r.bin`, { range: 'bytes=70000-140000' });
+  t.is(r.status, 206);
+  t.is(r.headers['content-range'], `bytes 70000-140000/${data.length}`);
+  t.true(r.body.equals(data.subarray(70000, 140001)));
+  t.true((await get(`${b}/r.bin`, { range: 'bytes=-10' })).body.equals(data.subarray(-10)));
+  const bad = await get(`${b}/r.bin`, { range: `bytes=${data.length}-` });
+  t.is(bad.status, 416);
+  t.is(errorCode(bad), 'InvalidRange');
+  t.is(bad.headers['content-range'], `bytes */${data.length}`);
+  t.is((await get(`${b}/r.bin`, { 'if-none-match': etag })).status, 304);
+  t.is((await get(`${b}/r.bin`, { 'if-match': '"0000"' })).status, 412);
+  t.is((await get(`${b}/r.bin`, { 'if-match': etag })).status, 200);
+  t.is((await get(`${b}/r.bin`, { 'if-modified-since': new Date(Date.now() + 60_000).toUTCString() })).status, 304);
+  const o = await get(`${b}/r.bin`, {}, { 'response-content-type': 'text/x-override', 'response-content-disposition': 'attachment' });
+  t.is(o.headers['content-type'], 'text/x-override');
+  t.is(o.headers['content-disposition'], 'attachment');
+  const h = await head(`${b}/r.bin`, { range: 'bytes=0-9' });
+  t.is(h.status, 206);
+  t.is(h.headers['content-length'], '10');
+  t.is((await put(`${b}/empty`, '')).status, 200);
+  t.is((await get(`${b}/empty`, { range: 'bytes=0-' })).status, 416);
+  t.is((await get(`${b}/empty`)).body.length, 0);
+});
+
+test('virtual-host-style addressing', async (t) => {
+  await bucket('vhost');
+  const host = `vhost.localhost:${s3.port}`;
+  const signedPut = await signRequest(s3.port, { method: 'PUT', path: '/in/vhost.txt', headers: { host }, body: 'by host' });
+  t.is((await send('PUT', signedPut.path, signedPut.headers, Buffer.from('by host'))).status, 200);
+  t.is((await get('/vhost/in/vhost.txt')).text, 'by host');
+  const signedList = await signRequest(s3.port, { method: 'GET', path: '/', query: { 'list-type': '2' }, headers: { host } });
+  const list = await send('GET', signedList.path, signedList.headers, Buffer.alloc(0));
+  t.regex(list.text, /<Key>in\/vhost.txt<\/Key>/);
+});
+
+test('a disabled key locks its objects through S3 at once (403 KMS.DisabledException) and enabling restores them', async (t) => {
+  // Its own listener and engine: disabling the default key must not disturb the other tests.
+  const own = await startInProcess();
+  t.teardown(() => own.close());
+  const put = (key: string, body: string) => s3request(own.port, { method: 'PUT', path: key, body });
+  const get = (key: string, _h = {}, query?: Record<string, string>) => s3request(own.port, { method: 'GET', path: key, query });
+  const head = (key: string) => s3request(own.port, { method: 'HEAD', path: key });
+  const b = '/keylock';
+  t.is((await s3request(own.port, { method: 'PUT', path: b })).status, 200);
+  await put(`${b}/locked.txt`, 'secret under the default key');
+  t.is((await get(`${b}/locked.txt`)).status, 200);
+  const name = own.fx.engine.keys.defaultKeyName;
+  await own.fx.engine.disableKey(name);
+  try {
+    const r = await get(`${b}/locked.txt`);
+    t.is(r.status, 403);
+    t.is(errorCode(r), 'KMS.DisabledException');
+    t.is((await head(`${b}/locked.txt`)).status, 403);
+    const w = await put(`${b}/new.txt`, 'x');
+    t.is(errorCode(w), 'KMS.DisabledException');
+    const list = await get(b, {}, { 'list-type': '2' });
+    t.is(list.status, 200);
+    t.regex(list.text, /<ETag>&quot;[0-9a-f]{40}&quot;<\/ETag>/);
+  } finally {
+    await own.fx.engine.enableKey(name);
+  }
+  const r = await get(`${b}/locked.txt`);
+  t.is(r.status, 200);
+  t.is(r.text, 'secret under the default key');
+});
+
+test('SSE-KMS: named keys must exist, responses name the key, bucket default encryption applies to requests without SSE headers', async (t) => {
+  const b = await bucket('ssekms');
+  const missing = await put(`${b}/m`, 'x', { 'x-amz-server-side-encryption': 'aws:kms', 'x-amz-server-side-encryption-aws-kms-key-id': 'no-such-key' });
+  t.is(missing.status, 404);
+  t.is(errorCode(missing), 'kms:KeyNotFound');
+  await s3.fx.engine.createKey('tenant-a');
+  const w = await put(`${b}/k`, 'kms body', { 'x-amz-server-side-encryption': 'aws:kms', 'x-amz-server-side-encryption-aws-kms-key-id': 'arn:aws:kms:us-east-1:000000000000:key/tenant-a' });
+  t.is(w.status, 200, w.text);
+  t.is(w.headers['x-amz-server-side-encryption'], 'aws:kms');
+  t.is(w.headers['x-amz-server-side-encryption-aws-kms-key-id'], 'tenant-a');
+  t.is((await head(`${b}/k`)).headers['x-amz-server-side-encryption-aws-kms-key-id'], 'tenant-a');
+  t.is(errorCode(await put(`${b}/x`, 'x', { 'x-amz-server-side-encryption': 'aws:kms:dsse' })), 'InvalidArgument');
+
+  t.is((await s3request(s3.port, { method: 'GET', path: b, query: { encryption: '' } })).status, 404);
+  const cfg = '<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms</SSEAlgorithm><KMSMasterKeyID>tenant-a</KMSMasterKeyID></ApplyServerSideEncryptionByDefault></Rule></ServerSideEncryptionConfiguration>';
+  t.is((await s3request(s3.port, { method: 'PUT', path: b, query: { encryption: '' }, body: cfg })).status, 200);
+  t.regex((await s3request(s3.port, { method: 'GET', path: b, query: { encryption: '' } })).text, /<KMSMasterKeyID>tenant-a<\/KMSMasterKeyID>/);
+  await put(`${b}/default`, 'bucket default');
+  t.is((await head(`${b}/default`)).headers['x-amz-server-side-encryption-aws-kms-key-id'], 'tenant-a');
+  await put(`${b}/s3`, 'explicit AES256', { 'x-amz-server-side-encryption': 'AES256' });
+  t.is((await head(`${b}/s3`)).headers['x-amz-server-side-encryption'], 'AES256');
+  const badCfg = cfg.replace('tenant-a', 'nope');
+  t.is(errorCode(await s3request(s3.port, { method: 'PUT', path: b, query: { encryption: '' }, body: badCfg })), 'kms:KeyNotFound');
+  t.is((await s3request(s3.port, { method: 'DELETE', path: b, query: { encryption: '' } })).status, 204);
+  t.is((await s3request(s3.port, { method: 'GET', path: b, query: { encryption: '' } })).status, 404);
+});
+
+test('SSE-KMS with autoCreateKeys creates the named key on demand', async (t) => {
+  const other = await startInProcess({ autoCreateKeys: true });
+  try {
+    t.is((await s3request(other.port, { method: 'PUT', path: '/auto' })).status, 200);
+    const w = await s3request(other.port, { method: 'PUT', path: '/auto/k', body: 'x', headers: { 'x-amz-server-side-encryption': 'aws:kms', 'x-amz-server-side-encryption-aws-kms-key-id': 'made-on-demand' } });
+    t.is(w.status, 200, w.text);
+    t.true((await other.fx.engine.listKeys()).some((k) => k.name === 'made-on-demand'));
+  } finally {
+    await other.close();
+  }
+});
+
+test('SSE-C: header validation, key needed to read, wrong key 403, refused over HTTP off loopback', async (t) => {
+  const b = await bucket('ssec');
+  const key = randomBytes(32);
+  const ssec = (k: Buffer, prefix = 'x-amz-server-side-encryption-customer-') => ({ [`${prefix}algorithm`]: 'AES256', [`${prefix}key`]: k.toString('base64'), [`${prefix}key-md5`]: createHash('md5').update(k).digest('base64') });
+  const w = await put(`${b}/c`, 'customer secret', ssec(key));
+  t.is(w.status, 200, w.text);
+  t.is(w.headers['x-amz-server-side-encryption-customer-key-md5'], createHash('md5').update(key).digest('base64'));
+  t.regex(w.headers.etag!, /^"[0-9a-f]{40}"$/, 'SSE-C ETags are opaque');
+  const h = await head(`${b}/c`, ssec(key));
+  t.is(h.headers.etag, w.headers.etag);
+  t.is(h.headers['content-length'], '15');
+  t.is((await get(`${b}/c`)).status, 400);
+  t.is(errorCode(await get(`${b}/c`, ssec(randomBytes(32)))), 'AccessDenied');
+  t.is((await get(`${b}/c`, ssec(key))).text, 'customer secret');
+  const list = await get(b, {}, { 'list-type': '2' });
+  t.true(list.text.includes(`<ETag>${w.headers.etag!.replace(/"/g, '&quot;')}</ETag>`), list.text);
+  t.is(errorCode(await put(`${b}/d`, 'x', { ...ssec(key), 'x-amz-server-side-encryption-customer-key-md5': 'AAAAAAAAAAAAAAAAAAAAAA==' })), 'InvalidArgument');
+  t.is(errorCode(await put(`${b}/d`, 'x', { ...ssec(key), 'x-amz-server-side-encryption': 'AES256' })), 'InvalidArgument');
+  t.is(errorCode(await put(`${b}/d`, 'x', { ...ssec(randomBytes(16)) })), 'InvalidArgument');
+  t.is(errorCode(await get(`${b}/c`, { 'x-amz-server-side-encryption': 'AES256' })), 'InvalidArgument');
+  // Copy an SSE-C object to SSE-S3 with the source key.
+  const c = await s3request(s3.port, { method: 'PUT', path: `${b}/plain-copy`, headers: { 'x-amz-copy-source': `${b}/c`, ...ssec(key, 'x-amz-copy-source-server-side-encryption-customer-') } });
+  t.is(c.status, 200, c.text);
+  t.is((await get(`${b}/plain-copy`)).text, 'customer secret');
+
+  const open = await startInProcess({ host: '0.0.0.0' });
+  try {
+    await s3request(open.port, { method: 'PUT', path: '/offloop' });
+    const r = await s3request(open.port, { method: 'PUT', path: '/offloop/k', body: 'x', headers: ssec(key) });
+    t.is(r.status, 400);
+    t.regex(r.text, /secure connection/);
+  } finally {
+    await open.close();
+  }
+});
+
+test('an object changed outside S3 (through the engine, as the mount does) gets an ETag that is not an MD5, the same in HEAD and listings', async (t) => {
+  const b = await bucket('mountetag');
+  await put(`${b}/f.txt`, 'original');
+  const h = await s3.fx.engine.open('mountetag', 'f.txt');
+  await s3.fx.engine.write(h, 0, Buffer.from('CHANGED!'));
+  await s3.fx.engine.release(h);
+  const etag = (await head(`${b}/f.txt`)).headers.etag!;
+  t.regex(etag, /^"[0-9a-f]{40}"$/);
+  t.is((await get(`${b}/f.txt`)).headers.etag, etag);
+  const list = await get(b, {}, { 'list-type': '2' });
+  t.true(list.text.includes(`<ETag>${etag.replace(/"/g, '&quot;')}</ETag>`), list.text);
+});
+
+async function filesContaining(dir: string, needle: Buffer): Promise<string[]> {
+  const hits: string[] = [];
+  const walk = async (d: string) => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile() && (await fsp.readFile(p)).includes(needle)) hits.push(p);
+    }
+  };
+  await walk(dir);
+  return hits;
+}
+
+test('multipart: parts are stored encrypted, Complete replaces the object atomically with the multipart ETag', async (t) => {
+  const b = await bucket('multipart');
+  const marker = Buffer.from(`PLAINTEXT-MARKER-${randomBytes(8).toString('hex')}`);
+  const part1 = Buffer.concat(Array.from({ length: Math.ceil((5 * 1024 * 1024) / marker.length) }, () => marker));
+  const part2 = Buffer.concat([marker, Buffer.from(' the end')]);
+  await put(`${b}/obj`, 'old version');
+  const create = await s3request(s3.port, { method: 'POST', path: `${b}/obj`, query: { uploads: '' }, headers: { 'x-amz-meta-kind': 'multi', 'content-type': 'text/x-multi' } });
+  const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(create.text)![1]!;
+  const e1 = (await s3request(s3.port, { method: 'PUT', path: `${b}/obj`, query: { partNumber: '1', uploadId }, body: part1 })).headers.etag!;
+  const e2 = (await s3request(s3.port, { method: 'PUT', path: `${b}/obj`, query: { partNumber: '2', uploadId }, body: part2 })).headers.etag!;
+  t.deepEqual(await filesContaining(s3.fx.dir, marker), [], 'no part is stored in plaintext');
+  t.is((await get(`${b}/obj`)).text, 'old version', 'parts are invisible until Complete');
+  const parts = await s3request(s3.port, { method: 'GET', path: `${b}/obj`, query: { uploadId } });
+  t.regex(parts.text, /<PartNumber>1<\/PartNumber>[\s\S]*<PartNumber>2<\/PartNumber>/);
+  const small = await s3request(s3.port, { method: 'POST', path: `${b}/obj`, query: { uploadId }, body: `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${e1}</ETag></Part><Part><PartNumber>3</PartNumber><ETag>${e2}</ETag></Part></CompleteMultipartUpload>` });
+  t.is(errorCode(small), 'InvalidPart');
+  const order = await s3request(s3.port, { method: 'POST', path: `${b}/obj`, query: { uploadId }, body: `<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>${e2}</ETag></Part><Part><PartNumber>1</PartNumber><ETag>${e1}</ETag></Part></CompleteMultipartUpload>` });
+  t.is(errorCode(order), 'InvalidPartOrder');
+  const done = await s3request(s3.port, { method: 'POST', path: `${b}/obj`, query: { uploadId }, body: `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${e1}</ETag></Part><Part><PartNumber>2</PartNumber><ETag>${e2}</ETag></Part></CompleteMultipartUpload>` });
+  t.is(done.status, 200, done.text);
+  const md5 = createHash('md5');
+  for (const e of [e1, e2]) md5.update(Buffer.from(e.replace(/"/g, ''), 'hex'));
+  const expected = `"${md5.digest('hex')}-2"`;
+  t.true(done.text.includes(`<ETag>${expected.replace(/"/g, '&quot;')}</ETag>`), done.text);
+  const r = await get(`${b}/obj`);
+  t.is(r.headers.etag, expected);
+  t.is(r.headers['x-amz-meta-kind'], 'multi');
+  t.is(r.headers['content-type'], 'text/x-multi');
+  t.true(r.body.equals(Buffer.concat([part1, part2])));
+  t.deepEqual(await filesContaining(s3.fx.dir, marker), [], 'nor the completed object');
+  t.is(errorCode(await s3request(s3.port, { method: 'GET', path: `${b}/obj`, query: { uploadId } })), 'NoSuchUpload');
+  // A too-small part that is not the last.
+  const c2 = await s3request(s3.port, { method: 'POST', path: `${b}/obj2`, query: { uploads: '' } });
+  const id2 = /<UploadId>([^<]+)<\/UploadId>/.exec(c2.text)![1]!;
+  const s1 = (await s3request(s3.port, { method: 'PUT', path: `${b}/obj2`, query: { partNumber: '1', uploadId: id2 }, body: 'tiny' })).headers.etag!;
+  const s2 = (await s3request(s3.port, { method: 'PUT', path: `${b}/obj2`, query: { partNumber: '2', uploadId: id2 }, body: 'tiny' })).headers.etag!;
+  const tooSmall = await s3request(s3.port, { method: 'POST', path: `${b}/obj2`, query: { uploadId: id2 }, body: `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${s1}</ETag></Part><Part><PartNumber>2</PartNumber><ETag>${s2}</ETag></Part></CompleteMultipartUpload>` });
+  t.is(errorCode(tooSmall), 'EntityTooSmall');
+  t.is(errorCode(await s3request(s3.port, { method: 'PUT', path: `${b}/obj2`, query: { partNumber: '10001', uploadId: id2 }, body: 'x' })), 'InvalidArgument');
+  t.is(errorCode(await s3request(s3.port, { method: 'PUT', path: `${b}/obj2`, query: { partNumber: '1', uploadId: 'not-an-upload' }, body: 'x' })), 'NoSuchUpload');
+  t.is((await s3request(s3.port, { method: 'DELETE', path: `${b}/obj2`, query: { uploadId: id2 } })).status, 204);
+});
+
+test('a client that sends less than its Content-Length and hangs up leaves no object, and the listener serves on', async (t) => {
+  // Its own listener: the temp directory must be empty afterwards, which concurrent PUTs would spoil.
+  const own = await startInProcess();
+  t.teardown(() => own.close());
+  const b = '/hangup';
+  await s3request(own.port, { method: 'PUT', path: b });
+  const signed = await signRequest(own.port, { method: 'PUT', path: `${b}/partial`, headers: { 'content-length': '100000' }, payloadHash: 'UNSIGNED-PAYLOAD' });
+  await rawExchange(own.port, `PUT ${signed.path} HTTP/1.1\r\n${Object.entries(signed.headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${'x'.repeat(1000)}`, 500, true);
+  await new Promise((r) => setTimeout(r, 200));
+  t.is((await s3request(own.port, { method: 'HEAD', path: `${b}/partial` })).status, 404);
+  t.deepEqual(await fsp.readdir(path.join(own.fx.dir, '.mountd', 'tmp')), []);
+  t.is((await s3request(own.port, { method: 'GET', path: '/' })).status, 200);
+});
+
+test('buckets: create, list, head, location, delete (not while it holds objects)', async (t) => {
+  await bucket('lifecycle');
+  t.is(errorCode(await s3request(s3.port, { method: 'PUT', path: '/lifecycle' })), 'BucketAlreadyOwnedByYou');
+  t.regex((await s3request(s3.port, { method: 'GET', path: '/' })).text, /<Name>lifecycle<\/Name>/);
+  t.is((await s3request(s3.port, { method: 'HEAD', path: '/lifecycle' })).status, 200);
+  t.is((await s3request(s3.port, { method: 'HEAD', path: '/nonexistent' })).status, 404);
+  t.regex((await s3request(s3.port, { method: 'GET', path: '/lifecycle', query: { location: '' } })).text, /<LocationConstraint/);
+  await put('/lifecycle/x', 'x');
+  t.is(errorCode(await s3request(s3.port, { method: 'DELETE', path: '/lifecycle' })), 'BucketNotEmpty');
+  t.is((await s3request(s3.port, { method: 'DELETE', path: '/lifecycle/x' })).status, 204);
+  t.is((await s3request(s3.port, { method: 'DELETE', path: '/lifecycle' })).status, 204);
+  t.is(errorCode(await s3request(s3.port, { method: 'PUT', path: '/other-region', body: '<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>' })), 'IllegalLocationConstraintException');
+  t.is(errorCode(await s3request(s3.port, { method: 'GET', path: '/lifecycle', query: { acl: '' } })), 'NotImplemented');
+});
+
+test('an unreachable key server is a 503 at once, never a hang', async (t) => {
+  const fx = await makeFixture();
+  let down = false;
+  const real = fx.engine.keyService;
+  const fail = () => {
+    if (down) throw new MountdError(ErrorCode.KeyServerUnavailable, 'key server unreachable (test)');
+  };
+  const flaky: KeyService = {
+    createKey: (n) => real.createKey(n),
+    deleteKey: (n) => real.deleteKey(n),
+    describeKey: async (n) => (fail(), real.describeKey(n)),
+    listKeys: (p) => real.listKeys(p),
+    generate: async (n, c) => (fail(), real.generate(n, c)),
+    encrypt: async (n, p, c) => (fail(), real.encrypt(n, p, c)),
+    decrypt: async (n, x, c) => (fail(), real.decrypt(n, x, c)),
+    disableKey: (n) => real.disableKey(n),
+    enableKey: (n) => real.enableKey(n),
+    status: () => real.status(),
+  };
+  const engine = await fx.reopen({ keys: flaky });
+  const log = { info() {}, warn() {}, error() {} };
+  const server = await startS3Server(engine, { host: '127.0.0.1', port: 0, credentials: CREDS, region: 'us-east-1', log });
+  t.teardown(async () => {
+    await server.close();
+    await fx.cleanup();
+  });
+  const port = Number(server.address.split(':').pop());
+  t.is((await s3request(port, { method: 'PUT', path: '/bucket/k', body: 'x' })).status, 200);
+  down = true;
+  const started = Date.now();
+  for (const r of [await s3request(port, { method: 'GET', path: '/bucket/k' }), await s3request(port, { method: 'PUT', path: '/bucket/k2', body: 'y' })]) {
+    t.is(r.status, 503, r.text);
+    t.is(errorCode(r), 'XMountdKeyServerUnavailable');
+  }
+  t.true(Date.now() - started < 5000);
+  down = false;
+  t.is((await s3request(port, { method: 'GET', path: '/bucket/k' })).text, 'x');
+});
+
+test('a declared body over the 5 GiB PUT limit is refused before any byte is read', async (t) => {
+  await bucket('hugebody');
+  const signed = await signRequest(s3.port, { method: 'PUT', path: '/hugebody/huge', headers: { 'content-length': String(6 * 1024 ** 3) }, payloadHash: 'UNSIGNED-PAYLOAD' });
+  const reply = await rawExchange(s3.port, `PUT ${signed.path} HTTP/1.1\r\n${Object.entries(signed.headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`, 1500);
+  t.regex(reply, /^HTTP\/1.1 400 [\s\S]*EntityTooLarge/);
+  t.regex(reply, /Connection: close/i);
+});
