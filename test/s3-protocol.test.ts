@@ -455,7 +455,8 @@ async function filesContaining(dir: string, needle: Buffer): Promise<string[]> {
     for (const e of await fsp.readdir(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
       if (e.isDirectory()) await walk(p);
-      else if (e.isFile() && (await fsp.readFile(p)).includes(needle)) hits.push(p);
+      // Temp files of concurrent tests may vanish between readdir and read: skip those, not fail.
+      else if (e.isFile() && (await fsp.readFile(p).catch(() => Buffer.alloc(0))).includes(needle)) hits.push(p);
     }
   };
   await walk(dir);
