@@ -445,6 +445,13 @@ export class Engine {
         throw new MountdError(ErrorCode.InvalidArgument, 'range not satisfiable');
       }
       const engine = this;
+      // Released exactly once: at the end of the stream, or when a consumer destroys it unread.
+      let released = false;
+      const release = async () => {
+        if (released) return;
+        released = true;
+        await engine.releaseFile(f);
+      };
       async function* chunks(): AsyncGenerator<Buffer> {
         try {
           for (let at = start; at <= end; ) {
@@ -460,10 +467,12 @@ export class Engine {
             yield buf;
           }
         } finally {
-          await engine.releaseFile(f);
+          await release();
         }
       }
-      return { ...info, body: Readable.from(chunks(), { objectMode: false }), start, end };
+      const body = Readable.from(chunks(), { objectMode: false });
+      body.once('close', () => void release().catch((err: Error) => engine.log.error(`release after GET: ${err.message}`)));
+      return { ...info, body, start, end };
     } catch (err) {
       await this.releaseFile(f);
       throw err;
