@@ -26,7 +26,7 @@ const ops = {
   write: (x, fd, buf, len, pos, cb) => fs.write(fd, buf, 0, len, pos, (e, n) => cb(e ? err(e) : n)),
   release: (x, fd, cb) => fs.close(fd, done(cb)),
   flush: (x, fd, cb) => cb(0),
-  fsync: (x, fd, datasync, cb) => fs.fsync(fd, done(cb)),
+  fsync: (x, datasync, fd, cb) => fs.fsync(fd, done(cb)),
   truncate: (x, size, cb) => fs.truncate(p(x), size, done(cb)),
   ftruncate: (x, fd, size, cb) => fs.ftruncate(fd, size, done(cb)),
   unlink: (x, cb) => fs.unlink(p(x), done(cb)),

@@ -76,7 +76,7 @@ async function stopProcess(proc: ChildProcess, mnt?: string): Promise<void> {
 }
 
 async function makeTarget(name: string): Promise<Target> {
-  const base = path.join(WORK, name);
+  const base = path.join(WORK, name.replace(/[^a-z0-9]+/gi, '-'));
   await fsp.rm(base, { recursive: true, force: true });
   await fsp.mkdir(base, { recursive: true });
   const backing = path.join(base, 'backing');

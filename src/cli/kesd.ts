@@ -59,7 +59,12 @@ async function serve(configFile: string, quiet: boolean): Promise<void> {
     },
   });
   key.fill(0);
-  const where = config.keystore.kind === 'fs' ? `fs keystore ${config.keystore.path}` : 'mem keystore (keys are lost on exit)';
+  const where =
+    config.keystore.kind === 'fs'
+      ? `fs keystore ${config.keystore.path}`
+      : config.keystore.kind === 'aws'
+        ? `aws keystore (Secrets Manager at ${config.keystore.options.endpoint ?? config.keystore.options.region}, KMS key ${config.keystore.options.kmsKeyId})`
+        : 'mem keystore (keys are lost on exit)';
   log.info(`${where}; admin identity ${config.admin ?? 'disabled'}; ${Object.keys(config.policies).length} policies`);
   log.info(`listening on ${server.url}`);
 

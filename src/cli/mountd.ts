@@ -5,7 +5,10 @@ import { hideBin } from 'yargs/helpers';
 import { startControlServer, type DaemonContext } from '../control/index.js';
 import { Engine } from '../engine/index.js';
 import { fuseAvailability, mountFilesystem, type MountHandle } from '../fuse/index.js';
+import { loadAwsKeystoreConfig } from '../kes/index.js';
 import { openEmbeddedKeyService } from '../kms/embedded.js';
+import type { KeyService } from '../kms/KeyService.js';
+import { openRemoteKeyService, remoteOptionsFromEnv } from '../kms/remote.js';
 import { startS3Server, type S3Server } from '../s3/index.js';
 import { BackingStore } from '../store/index.js';
 import { createLogger } from './log.js';
@@ -22,6 +25,14 @@ const argv = await yargs(hideBin(process.argv))
   .option('control', { type: 'string', describe: 'control socket path (default DATA/.mountd/control.sock)' })
   .option('default-key', { type: 'string', default: 'mountd-default', describe: 'key server key for objects without an explicit key' })
   .option('master-key-file', { type: 'string', describe: 'embedded key server master key (64 hex chars); default: created in DATA/.mountd/kes' })
+  .option('kes', { type: 'string', describe: 'remote KES-compatible key server https://HOST:PORT (env MINIO_KMS_KES_ENDPOINT); default: embedded' })
+  .option('kes-api-key', { type: 'string', describe: 'kes:v1: API key for --kes (env MINIO_KMS_KES_API_KEY; prefer the env or a file: argv is visible to other users)' })
+  .option('kes-cert', { type: 'string', describe: 'client certificate PEM for --kes (env MINIO_KMS_KES_CERT_FILE)' })
+  .option('kes-key', { type: 'string', describe: 'client private key PEM for --kes (env MINIO_KMS_KES_KEY_FILE)' })
+  .option('kes-ca', { type: 'string', describe: 'CA or server certificate PEM for --kes (env MINIO_KMS_KES_CAPATH)' })
+  .option('aws-keystore', { type: 'string', describe: 'embedded key server keeps its keys in AWS Secrets Manager: JSON file {endpoint, region, kms_key, credentials_file, ...}' })
+  .option('dek-cache-ttl', { type: 'number', default: 300, describe: 'seconds a plaintext DEK stays cached in memory' })
+  .option('s3-auto-create-keys', { type: 'boolean', default: false, describe: 'SSE-KMS requests may name a key that does not exist yet: create it' })
   .option('region', { type: 'string', default: 'us-east-1' })
   .option('allow-insecure-ssec', { type: 'boolean', default: false, describe: 'accept SSE-C over plain HTTP on a non-loopback address' })
   .option('quiet', { type: 'boolean', default: false })
@@ -45,9 +56,30 @@ function isLoopback(host: string): boolean {
 
 async function main(): Promise<void> {
   const store = await BackingStore.open(argv.data);
-  const keyService = await openEmbeddedKeyService({ internalDir: store.internalDir, masterKeyFile: argv['master-key-file'] });
-  const engine = await Engine.open({ store, keys: keyService, defaultKeyName: argv['default-key'], createDefaultKey: true, log });
-  log.info(`data directory ${store.root}, default key ${argv['default-key']}, embedded key server`);
+  const cacheTtlMs = argv['dek-cache-ttl'] * 1000;
+  const env = remoteOptionsFromEnv(process.env);
+  const kesEndpoint = argv.kes ?? env?.endpoint;
+  let keyService: KeyService;
+  let keyServerWhat: string;
+  if (kesEndpoint) {
+    keyService = await openRemoteKeyService({
+      endpoint: kesEndpoint,
+      apiKey: argv['kes-api-key'] ?? env?.apiKey,
+      certFile: argv['kes-cert'] ?? env?.certFile,
+      keyFile: argv['kes-key'] ?? env?.keyFile,
+      caFile: argv['kes-ca'] ?? env?.caFile,
+      cacheTtlMs,
+    });
+    keyServerWhat = `remote key server ${kesEndpoint}`;
+  } else {
+    const aws = argv['aws-keystore'] ? loadAwsKeystoreConfig(argv['aws-keystore']) : undefined;
+    keyService = await openEmbeddedKeyService({ internalDir: store.internalDir, masterKeyFile: argv['master-key-file'], aws, cacheTtlMs });
+    keyServerWhat = aws ? `embedded key server over AWS Secrets Manager (${aws.endpoint ?? aws.region})` : 'embedded key server';
+  }
+  // MinIO's name for the default key, so that a MinIO operator's settings work unchanged.
+  const defaultKey = process.env.MINIO_KMS_KES_KEY_NAME && argv['default-key'] === 'mountd-default' ? process.env.MINIO_KMS_KES_KEY_NAME : argv['default-key'];
+  const engine = await Engine.open({ store, keys: keyService, defaultKeyName: defaultKey, createDefaultKey: true, log });
+  log.info(`data directory ${store.root}, default key ${defaultKey}, ${keyServerWhat}`);
 
   let mount: MountHandle | undefined;
   let s3: S3Server | undefined;
@@ -104,6 +136,8 @@ async function main(): Promise<void> {
         region: argv.region,
         log,
         allowInsecureSsec: argv['allow-insecure-ssec'],
+        autoCreateKeys: argv['s3-auto-create-keys'],
+        domains: process.env.MOUNTD_DOMAIN ? process.env.MOUNTD_DOMAIN.split(',').map((d) => d.trim()) : undefined,
       });
       ctx.s3Address = s3.address;
       log.info(`S3 listener on http://${s3.address}`);

@@ -1,13 +1,14 @@
 // kesd's configuration: a JSON file (KES uses YAML; the fields follow KES's names), its
 // parsing and validation, opening the keystore it names, and `kesd init`.
 
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { access, chmod, mkdir, open, readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ErrorCode, MountdError } from '../errors/index.js';
 import { KeyServer } from './KeyServer.js';
 import { FsKeystore, MemKeystore } from './keystore.js';
 import type { Keystore } from './keystore.js';
+import { AwsKeystore, type AwsKeystoreOptions } from './keystore-aws.js';
 import { loadOrCreateMasterKey } from './master-key.js';
 import { createSelfSignedCertificate, generateApiKey, generateCertificateKey, isIdentity } from './identity.js';
 import { PolicySet } from './policy.js';
@@ -16,7 +17,10 @@ import type { PolicyDefinition } from './policy.js';
 export const CONFIG_VERSION = 1;
 export const DEFAULT_PORT = 7373;
 
-export type KeystoreConfig = { kind: 'fs'; path: string; masterKeyFile: string } | { kind: 'mem' };
+export type KeystoreConfig =
+  | { kind: 'fs'; path: string; masterKeyFile: string }
+  | { kind: 'mem' }
+  | { kind: 'aws'; options: AwsKeystoreOptions };
 export type AuditConfig = { kind: 'off' } | { kind: 'stderr' } | { kind: 'file'; path: string };
 
 export interface ApiRouteConfig {
@@ -127,11 +131,13 @@ export function parseConfig(doc: unknown, baseDir: string, file = 'config'): Kes
     }
   }
 
-  const ks = fields(file, 'keystore', top.keystore, ['fs', 'mem']);
+  const ks = fields(file, 'keystore', top.keystore, ['fs', 'mem', 'aws']);
   const kinds = Object.keys(ks);
-  if (kinds.length !== 1) throw bad(file, 'keystore must name exactly one of: fs, mem');
+  if (kinds.length !== 1) throw bad(file, 'keystore must name exactly one of: fs, mem, aws');
   let keystore: KeystoreConfig;
-  if (ks.fs !== undefined) {
+  if (ks.aws !== undefined) {
+    keystore = { kind: 'aws', options: parseAwsKeystore(file, ks.aws, path) };
+  } else if (ks.fs !== undefined) {
     const f = fields(file, 'keystore.fs', ks.fs, ['path', 'master_key_file']);
     keystore = { kind: 'fs', path: path('keystore.fs.path', f.path), masterKeyFile: path('keystore.fs.master_key_file', f.master_key_file) };
   } else {
@@ -202,6 +208,11 @@ export async function loadConfig(file: string): Promise<KesdConfig> {
 /** Opens the configured keystore and a KeyServer over it. An fs keystore needs its master key file to exist. */
 export async function openKeystore(config: KesdConfig): Promise<{ keystore: Keystore; keys: KeyServer }> {
   let keystore: Keystore;
+  if (config.keystore.kind === 'aws') {
+    // No EK cache in the KeyServer: a KMS key disabled in AWS must take effect within kms_state_ttl_ms.
+    keystore = new AwsKeystore(config.keystore.options);
+    return { keystore, keys: new KeyServer(keystore, { cacheKeys: false }) };
+  }
   if (config.keystore.kind === 'mem') {
     keystore = new MemKeystore();
   } else {
@@ -345,4 +356,69 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * keystore.aws: {"endpoint"?, "kms_endpoint"?, "region", "kms_key", "prefix"?, "timeout_ms"?,
+ * "max_attempts"?, "kms_state_ttl_ms"?, "credentials_file"} where credentials_file is a 0600 JSON
+ * file {"access_key", "secret_key", "session_token"?}: secrets never sit in the config itself.
+ */
+function parseAwsKeystore(file: string, value: unknown, resolvePath: (what: string, v: unknown) => string): AwsKeystoreOptions {
+  const a = fields(file, 'keystore.aws', value, ['endpoint', 'kms_endpoint', 'region', 'kms_key', 'prefix', 'timeout_ms', 'max_attempts', 'kms_state_ttl_ms', 'credentials_file']);
+  const str = (what: string, v: unknown, required: boolean): string | undefined => {
+    if (v === undefined || v === null) {
+      if (required) throw bad(file, `keystore.aws.${what} is required`);
+      return undefined;
+    }
+    if (typeof v !== 'string' || v === '') throw bad(file, `keystore.aws.${what} must be a non-empty string`);
+    return v;
+  };
+  const num = (what: string, v: unknown): number | undefined => {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw bad(file, `keystore.aws.${what} must be a positive integer`);
+    return v;
+  };
+  const credFile = resolvePath('keystore.aws.credentials_file', a.credentials_file);
+  let creds: Obj;
+  try {
+    const st = statSync(credFile);
+    if ((st.mode & 0o077) !== 0) throw new Error(`${credFile} must not be readable by group or others (chmod 600)`);
+    creds = JSON.parse(readFileSync(credFile, 'utf8')) as Obj;
+  } catch (err) {
+    throw bad(file, `keystore.aws.credentials_file: ${(err as Error).message}`);
+  }
+  if (typeof creds.access_key !== 'string' || typeof creds.secret_key !== 'string') {
+    throw bad(file, 'keystore.aws.credentials_file must hold {"access_key": "...", "secret_key": "..."}');
+  }
+  return {
+    endpoint: str('endpoint', a.endpoint, false),
+    kmsEndpoint: str('kms_endpoint', a.kms_endpoint, false),
+    region: str('region', a.region, true)!,
+    kmsKeyId: str('kms_key', a.kms_key, true)!,
+    prefix: str('prefix', a.prefix, false),
+    timeoutMs: num('timeout_ms', a.timeout_ms),
+    maxAttempts: num('max_attempts', a.max_attempts),
+    kmsStateTtlMs: num('kms_state_ttl_ms', a.kms_state_ttl_ms),
+    credentials: {
+      accessKeyId: creds.access_key,
+      secretAccessKey: creds.secret_key,
+      sessionToken: typeof creds.session_token === 'string' ? creds.session_token : undefined,
+    },
+  };
+}
+
+/** Reads a standalone `keystore.aws` JSON object from a file (mountd --aws-keystore FILE). */
+export function loadAwsKeystoreConfig(file: string): AwsKeystoreOptions {
+  const abs = resolve(file);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(abs, 'utf8'));
+  } catch (err) {
+    throw bad(abs, (err as Error).message);
+  }
+  const base = dirname(abs);
+  return parseAwsKeystore(abs, doc, (what, v) => {
+    if (typeof v !== 'string' || v === '') throw bad(abs, `${what} must be a path`);
+    return isAbsolute(v) ? v : join(base, v);
+  });
 }

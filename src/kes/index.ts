@@ -15,3 +15,4 @@ export {
   KeyServer,
 } from './KeyServer.js';
 export type { GeneratedDek, KeyDescription, KeyServerOptions } from './KeyServer.js';
+export { loadAwsKeystoreConfig } from './config.js';
