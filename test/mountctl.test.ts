@@ -58,6 +58,7 @@ test('the route table is pinned: changing the control API is deliberate', (t) =>
       { command: 'key.disable', args: { name: { type: 'string', required: true } }, timeoutMs: 120_000, after: false },
       { command: 'key.enable', args: { name: { type: 'string', required: true } }, timeoutMs: 30_000, after: false },
       { command: 'key.delete', args: { name: { type: 'string', required: true }, confirm: { type: 'boolean', required: true } }, timeoutMs: 120_000, after: false },
+      { command: 'key.rotate', args: { from: { type: 'string', required: true }, to: { type: 'string', required: true }, bucket: { type: 'string', required: false } }, timeoutMs: 24 * 3600_000, after: false },
       { command: 'stat', args: { bucket: { type: 'string', required: true }, key: { type: 'string', required: true } }, timeoutMs: 30_000, after: false },
       { command: 'unmount', args: {}, timeoutMs: 10_000, after: true },
     ],
@@ -201,4 +202,31 @@ daemonTest('unmount flushes buffered writes, unmounts and stops the daemon', asy
   await holder.close();
   await fx.restart();
   t.is(await sh(`cat ${fx.mnt}/ctl-bucket/file.txt`), 'HELLO\n', 'the buffered write reached the disk');
+});
+
+daemonTest('key rotate re-wraps every file to the new key with progress lines; the old key can then be disabled', async (t) => {
+  const { fx } = t.context;
+  await sh(`mkdir -p ${fx.mnt}/rot/a/b && for i in $(seq 1 120); do echo "rotated file $i" > ${fx.mnt}/rot/a/b/f$i; done`);
+  t.is((await ctl(t, 'key', 'create', 'rotation-target')).code, 0);
+  const r = await ctl(t, 'key', 'rotate', '--from', 'mountd-default', '--to', 'rotation-target', '--bucket', 'rot');
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /rotation done: 120 rotated, 0 skipped, 0 failed, 120 scanned in [\d.]+ s \(\d+ files\/s\)/);
+  t.regex(r.stderr, /rotat/, 'progress lines go to stderr');
+  const stat = await ctl(t, '--json', 'stat', `${fx.mnt}/rot/a/b/f7`);
+  t.is((JSON.parse(stat.stdout) as { keyName: string }).keyName, 'rotation-target');
+  // Running it again resumes: nothing left to do.
+  const again = await ctl(t, '--json', 'key', 'rotate', '--from', 'mountd-default', '--to', 'rotation-target', '--bucket', 'rot');
+  t.is(again.code, 0, again.stderr);
+  t.like(JSON.parse(again.stdout), { rotated: 0, skipped: 120, failed: 0, done: true });
+  // Files outside the bucket stay under the old key; the rotated ones no longer need it.
+  t.is((await ctl(t, 'key', 'disable', 'mountd-default')).code, 0);
+  try {
+    t.is((await sh(`cat ${fx.mnt}/rot/a/b/f7`)).trim(), 'rotated file 7');
+    await t.throwsAsync(sh(`cat ${fx.mnt}/ctl-bucket/file.txt`), { message: /Required key not available/ });
+  } finally {
+    t.is((await ctl(t, 'key', 'enable', 'mountd-default')).code, 0);
+  }
+  const bad = await ctl(t, 'key', 'rotate', '--from', 'mountd-default', '--to', 'no-such-key');
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /KMS_KEY_NOT_FOUND/);
 });

@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { formatRotateProgress, type RotateProgress } from '../engine/index.js';
 import { ControlError, ControlErrorCode, callControl, defaultSocketPath, type KeyView, type StatResult, type StatusResult } from '../control/index.js';
 
 /** Exit codes, also listed in --help. */
@@ -122,7 +123,7 @@ async function main(): Promise<number> {
       const s = (await call(g, 'status')) as StatusResult;
       out(g, s, () => formatStatus(s));
     }))
-    .command('key', 'manage keys in the key server: create, list, disable, enable, delete', (y: Argv<Globals>) =>
+    .command('key', 'manage keys in the key server: create, list, disable, enable, delete, rotate', (y: Argv<Globals>) =>
       y
         .command('create <name>', 'create a key', withName, set(async (g) => {
           const name = (g as Globals & { name: string }).name;
@@ -155,7 +156,28 @@ async function main(): Promise<number> {
             out(g, r, () => `deleted key ${name}: files under it can no longer be decrypted`);
           }),
         )
-        .demandCommand(1, 'key needs a subcommand: create, list, disable, enable or delete'),
+        .command(
+          'rotate',
+          're-wrap every file under --from to --to without touching data; run again to resume',
+          (yy) =>
+            yy
+              .option('from', { type: 'string', demandOption: true, describe: 'the key files are under now' })
+              .option('to', { type: 'string', demandOption: true, describe: 'the key to move them to (must exist and be enabled)' })
+              .option('bucket', { type: 'string', describe: 'only this bucket' }),
+          set(async (g) => {
+            const { from, to, bucket } = g as Globals & { from: string; to: string; bucket?: string };
+            const tty = process.stderr.isTTY === true;
+            const onProgress = (p: unknown) => {
+              const line = g.json ? JSON.stringify({ progress: p }) : formatRotateProgress(p as RotateProgress);
+              process.stderr.write(tty && !g.json ? `\r${line}` : `${line}\n`);
+            };
+            const r = (await callControl(socketOf(g), 'key.rotate', { from, to, ...(bucket ? { bucket } : {}) }, g.timeout * 1000, onProgress)) as RotateProgress;
+            if (tty && !g.json) process.stderr.write('\n');
+            out(g, r, () => [formatRotateProgress(r), ...r.errors.map((e) => `  failed: ${e}`)].join('\n'));
+            if (r.failed > 0) throw new ControlError({ code: 'ROTATION_INCOMPLETE', message: `${r.failed} file(s) could not be rotated; fix them and run the rotation again` });
+          }),
+        )
+        .demandCommand(1, 'key needs a subcommand: create, list, disable, enable, delete or rotate'),
     )
     .command('stat <file>', "a file's encryption: algorithm, key, format version, whether the key is usable", (y) => y.positional('file', { type: 'string', demandOption: true, describe: 'a path under the mount, s3://BUCKET/KEY or BUCKET/KEY' }), set(async (g) => {
       const file = (g as Globals & { file: string }).file;

@@ -1,7 +1,7 @@
 // A client for the control socket: one request, one response (what mountctl and the tests use).
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { ControlErrorCode, PROTOCOL_VERSION, type ControlErrorBody, type ControlResponse } from './protocol.js';
+import { ControlErrorCode, PROTOCOL_VERSION, type ControlErrorBody, type ControlProgress, type ControlResponse } from './protocol.js';
 
 export const CONTROL_SOCKET_NAME = 'control.sock';
 
@@ -21,7 +21,13 @@ export class ControlError extends Error {
   }
 }
 
-export async function callControl(socketPath: string, command: string, args: Record<string, unknown> = {}, timeoutMs = 150_000): Promise<unknown> {
+export async function callControl(
+  socketPath: string,
+  command: string,
+  args: Record<string, unknown> = {},
+  timeoutMs = 150_000,
+  onProgress?: (p: unknown) => void,
+): Promise<unknown> {
   const response = await new Promise<ControlResponse>((resolve, reject) => {
     const conn = net.connect(socketPath);
     let buffered = '';
@@ -34,13 +40,23 @@ export async function callControl(socketPath: string, command: string, args: Rec
     conn.on('connect', () => conn.write(JSON.stringify({ v: PROTOCOL_VERSION, id: 1, command, args }) + '\n'));
     conn.on('data', (chunk: string) => {
       buffered += chunk;
-      const nl = buffered.indexOf('\n');
-      if (nl < 0) return;
-      conn.end();
-      try {
-        resolve(JSON.parse(buffered.slice(0, nl)) as ControlResponse);
-      } catch {
-        fail(ControlErrorCode.Protocol, 'the daemon sent something that is not JSON');
+      for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        let msg: ControlResponse | ControlProgress;
+        try {
+          msg = JSON.parse(line) as ControlResponse | ControlProgress;
+        } catch {
+          fail(ControlErrorCode.Protocol, 'the daemon sent something that is not JSON');
+          return;
+        }
+        if ('progress' in msg && !('ok' in msg)) {
+          onProgress?.(msg.progress);
+          continue;
+        }
+        conn.end();
+        resolve(msg as ControlResponse);
+        return;
       }
     });
     conn.on('error', (err: NodeJS.ErrnoException) => {

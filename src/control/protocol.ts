@@ -20,6 +20,13 @@ export interface ControlErrorBody {
   message: string;
 }
 
+/** An interim line a long command (key.rotate) sends before its response; no `ok` field. */
+export interface ControlProgress {
+  v: number;
+  id?: number | string;
+  progress: unknown;
+}
+
 export type ControlResponse =
   | { v: number; id?: number | string; ok: true; result: unknown }
   | { v: number; id?: number | string; ok: false; error: ControlErrorBody };

@@ -15,9 +15,18 @@ export interface Route {
   /** The only arguments accepted; anything else is a bad request. */
   args: Record<string, ArgSpec>;
   timeoutMs: number;
-  handler(ctx: DaemonContext, args: Record<string, unknown>): Promise<unknown>;
+  /**
+   * `io.progress` sends an interim line to the client; `io.signal` aborts when the client goes
+   * away (ctrl-C on mountctl), for commands that can stop halfway and resume.
+   */
+  handler(ctx: DaemonContext, args: Record<string, unknown>, io: RouteIo): Promise<unknown>;
   /** Runs after the response went out (unmount stops the daemon, socket included). */
   after?(ctx: DaemonContext): void;
+}
+
+export interface RouteIo {
+  progress(p: unknown): void;
+  signal: AbortSignal;
 }
 
 export interface KeyView {
@@ -149,6 +158,18 @@ export const ROUTES: readonly Route[] = [
       }
       await ctx.engine.deleteKey(name(args));
       return { name: name(args), deleted: true };
+    },
+  },
+  {
+    command: 'key.rotate',
+    summary: 're-wrap every file under one key to another without touching data; resumable',
+    args: { from: str(), to: str(), bucket: str(false) },
+    timeoutMs: 24 * 3600_000,
+    handler: async (ctx, args, io) => {
+      const from = args.from as string;
+      const to = args.to as string;
+      const bucket = args.bucket as string | undefined;
+      return ctx.engine.rotateKey({ from, to, bucket, signal: io.signal, onProgress: (p) => io.progress(p) });
     },
   },
   {

@@ -132,7 +132,21 @@ async function answer(conn: net.Socket, line: string, ctx: DaemonContext, log: L
   try {
     const req = parseRequest(line, (given) => (id = given));
     route = req.route;
-    const result = await withTimeout(route.handler(ctx, req.args), route.timeoutMs, route.command);
+    const abort = new AbortController();
+    const onClose = () => abort.abort();
+    conn.once('close', onClose);
+    const io = {
+      signal: abort.signal,
+      progress: (p: unknown) => {
+        if (!conn.destroyed) conn.write(JSON.stringify({ v: PROTOCOL_VERSION, id, progress: p }) + '\n');
+      },
+    };
+    let result: unknown;
+    try {
+      result = await withTimeout(route.handler(ctx, req.args, io), route.timeoutMs, route.command);
+    } finally {
+      conn.off('close', onClose);
+    }
     response = { v: PROTOCOL_VERSION, id, ok: true, result };
     if (route.command !== 'status' && route.command !== 'key.list' && route.command !== 'stat') log.info(`control: ${route.command}${describeArgs(req.args)}`);
   } catch (err) {
