@@ -4,6 +4,7 @@ import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import { gcmSeal, openMetadata, sealMetadata, systemRandom, type RandomSource } from '../crypto/index.js';
 import { ErrorCode, MountdError, fromSystemError, isMountdError } from '../errors/index.js';
 import {
@@ -169,6 +170,7 @@ export class Engine {
   /** Renames take it exclusively; operations that resolve paths take it shared. */
   private readonly namespace = new RwLock();
   private closed = false;
+  private readonly symlinkCache = new LRUCache<string, { ctimeMs: number; symlink: boolean }>({ max: 100_000 });
 
   private constructor(opts: EngineOptions) {
     this.store = opts.store;
@@ -713,10 +715,24 @@ export class Engine {
     } catch {
       size = 0;
     }
-    if (st.size <= backingSize(MAX_SYMLINK) && (await this.store.getXattr(p, SYMLINK_XATTR))) {
+    if (st.size <= backingSize(MAX_SYMLINK) && (await this.isSymlink(p, st))) {
       return { type: 'symlink', size, ...base };
     }
     return { type: 'file', size, ...base };
+  }
+
+  /**
+   * Whether a small file carries the symlink mark. getattr is the hottest call of the mount, so
+   * the answer is cached per inode; the mark is set once, before the file appears, and any
+   * xattr change moves ctime, which invalidates the entry.
+   */
+  private async isSymlink(p: string, st: { dev: number; ino: number; ctimeMs: number }): Promise<boolean> {
+    const id = `${st.dev}:${st.ino}`;
+    const hit = this.symlinkCache.get(id);
+    if (hit && hit.ctimeMs === st.ctimeMs) return hit.symlink;
+    const symlink = (await this.store.getXattr(p, SYMLINK_XATTR)) !== null;
+    this.symlinkCache.set(id, { ctimeMs: st.ctimeMs, symlink });
+    return symlink;
   }
 
   /** Names in a directory ("" is the bucket's top level). */
@@ -1198,10 +1214,13 @@ export class Engine {
     // write() by the dirty budget count too. A detached file's path names another object now,
     // whose metadata this file's key cannot open and must not touch.
     if (f.contentChanged && f.attached) {
-      const meta = await this.readMeta(f);
-      if (meta.etag !== undefined) {
-        delete meta.etag;
-        await this.writeMeta(f, meta);
+      if (f.mayHaveEtag) {
+        const meta = await this.readMeta(f);
+        if (meta.etag !== undefined) {
+          delete meta.etag;
+          await this.writeMeta(f, meta);
+        }
+        f.mayHaveEtag = false;
       }
       f.contentChanged = false;
     }
@@ -1319,6 +1338,7 @@ export class Engine {
   }
 
   private async writeMeta(f: OpenFile, meta: ObjectMeta): Promise<void> {
+    if (meta.etag !== undefined) f.mayHaveEtag = true;
     await this.store.setXattr(f.backingPath, META_XATTR, this.sealMeta(f.objectKey(), f.header.bytes, meta));
   }
 
@@ -1366,12 +1386,15 @@ export class Engine {
         const sealed = gcmSeal(oek, nonce, plain, packageAad(header.bytes, 0, true));
         await writeFully(fh, Buffer.concat([header.bytes, Buffer.from(nonce), sealed]), 0);
         await fh.chmod(mode & 0o7777);
-        await fh.sync();
+        // No fsync: like any new file, it is durable after fsync(2) of it (a mount fsync) and not before.
       } finally {
         await fh.close();
       }
       await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
-      await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { ...meta, etag: createHash('md5').update(content ?? Buffer.alloc(0)).digest('hex') }));
+      // A created file gets no ETag until S3 writes it: the mount changes it right away, and a
+      // missing ETag spares the first flush a metadata rewrite.
+      const etag = content ? createHash('md5').update(content).digest('hex') : undefined;
+      await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { ...meta, etag }));
       if (content) await this.store.setXattr(tmp, SYMLINK_XATTR, Buffer.from('1'));
       await this.namespace.read(async () => {
         if (exclusive) {
@@ -1380,7 +1403,6 @@ export class Engine {
           await fsp.rename(tmp, target);
           this.detach(target);
         }
-        await this.store.fsyncDir(path.dirname(target));
       });
     } catch (err) {
       throw fromSystemError(err, target.slice(this.store.root.length + 1));
