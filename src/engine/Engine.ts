@@ -22,6 +22,7 @@ import {
   encodeRecord,
   packageAad,
   plaintextSize,
+  type FileHeader,
   type KeyRecord,
 } from '../format/index.js';
 import type { KeyInfo, KeyService } from '../kms/KeyService.js';
@@ -170,6 +171,7 @@ export class Engine {
   /** Renames take it exclusively; operations that resolve paths take it shared. */
   private readonly namespace = new RwLock();
   private closed = false;
+  private readonly bucketEncryption = new Map<string, BucketEncryption | null>();
   private readonly symlinkCache = new LRUCache<string, { ctimeMs: number; symlink: boolean }>({ max: 100_000 });
 
   private constructor(opts: EngineOptions) {
@@ -263,6 +265,7 @@ export class Engine {
 
   async deleteBucket(name: string): Promise<void> {
     const p = this.store.bucketPath(name);
+    this.bucketEncryption.delete(name);
     try {
       await fsp.rmdir(p);
     } catch (err) {
@@ -293,16 +296,23 @@ export class Engine {
   }
 
   async getBucketEncryption(name: string): Promise<BucketEncryption | null> {
+    // Every create asks; this daemon is the only writer of the data directory (it holds the lock).
+    const cached = this.bucketEncryption.get(name);
+    if (cached !== undefined) return cached;
     await this.headBucket(name);
     const raw = await this.store.getXattr(this.store.bucketPath(name), BUCKET_SSE_XATTR);
-    return raw ? (JSON.parse(raw.toString('utf8')) as BucketEncryption) : null;
+    const cfg = raw ? (JSON.parse(raw.toString('utf8')) as BucketEncryption) : null;
+    this.bucketEncryption.set(name, cfg);
+    return cfg;
   }
 
   async setBucketEncryption(name: string, cfg: BucketEncryption | null): Promise<void> {
+    this.bucketEncryption.delete(name);
     await this.headBucket(name);
     const p = this.store.bucketPath(name);
     if (cfg === null) await this.store.removeXattr(p, BUCKET_SSE_XATTR);
     else await this.store.setXattr(p, BUCKET_SSE_XATTR, Buffer.from(JSON.stringify(cfg), 'utf8'));
+    this.bucketEncryption.delete(name);
   }
 
   /** The key for a new object: explicit spec, else the bucket default, else the daemon default. */
@@ -780,12 +790,27 @@ export class Engine {
     const target = this.store.objectPath(bucket, key);
     const spec = await this.resolveEncryption(bucket, opts.encryption);
     const { oek, record } = await this.keys.create(bucket, key, spec);
+    let created: { fh: fsp.FileHandle; header: FileHeader };
     try {
-      await this.writeEmptyFile(target, oek, record, opts.mode ?? 0o644, { user: {} }, true);
-    } finally {
+      created = (await this.writeEmptyFile(target, oek, record, opts.mode ?? 0o644, { user: {} }, true, undefined, true))!;
+    } catch (err) {
       oek.fill(0);
+      throw err;
     }
-    return this.open(bucket, key, { customerKey: spec.kind === 'customer' ? spec.customerKey : undefined });
+    // The new file's state is known: it becomes the shared open state directly, without
+    // reopening, rereading and unsealing what was just written.
+    const fresh = new OpenFile(target, bucket, key, created.fh, created.header, record, oek, 0, this.budget, this.random);
+    fresh.mayHaveEtag = false;
+    const existing = this.files.get(target);
+    let f = fresh;
+    if (existing) {
+      await fresh.close();
+      f = existing;
+    } else this.files.set(target, fresh);
+    f.refs++;
+    const h = this.nextHandle++;
+    this.handles.set(h, { file: f, customerKey: spec.kind === 'customer' ? spec.customerKey : undefined });
+    return h;
   }
 
   /** Opens an existing object for reading and writing; handles on one object share state. */
@@ -1257,6 +1282,13 @@ export class Engine {
         this.loading.set(p, load);
         try {
           const f = await load;
+          const raced = this.files.get(p);
+          if (raced) {
+            // A create registered this path while the load ran: one shared state per file.
+            await f.close();
+            raced.refs++;
+            return raced;
+          }
           f.refs++;
           this.files.set(p, f);
           return f;
@@ -1375,11 +1407,21 @@ export class Engine {
   }
 
   /** Writes header + one final package (empty, or `content`), then links it into place atomically. */
-  private async writeEmptyFile(target: string, oek: Buffer, record: KeyRecord, mode: number, meta: ObjectMeta, exclusive: boolean, content?: Buffer): Promise<void> {
+  private async writeEmptyFile(
+    target: string,
+    oek: Buffer,
+    record: KeyRecord,
+    mode: number,
+    meta: ObjectMeta,
+    exclusive: boolean,
+    content?: Buffer,
+    keepOpen = false,
+  ): Promise<{ fh: fsp.FileHandle; header: FileHeader } | undefined> {
     const header = encodeHeader(this.random(16));
     const tmp = this.store.tempPath('create');
+    let keep: fsp.FileHandle | undefined;
     try {
-      const fh = await fsp.open(tmp, 'wx', 0o600);
+      const fh = await fsp.open(tmp, 'wx+', 0o600);
       try {
         const plain = content ?? Buffer.alloc(0);
         const nonce = this.random(PACKAGE_NONCE);
@@ -1387,14 +1429,17 @@ export class Engine {
         await writeFully(fh, Buffer.concat([header.bytes, Buffer.from(nonce), sealed]), 0);
         await fh.chmod(mode & 0o7777);
         // No fsync: like any new file, it is durable after fsync(2) of it (a mount fsync) and not before.
+        if (keepOpen) keep = fh;
       } finally {
-        await fh.close();
+        if (!keep) await fh.close();
       }
       await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
       // A created file gets no ETag until S3 writes it: the mount changes it right away, and a
       // missing ETag spares the first flush a metadata rewrite.
-      const etag = content ? createHash('md5').update(content).digest('hex') : undefined;
-      await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { ...meta, etag }));
+      if (content) {
+        const etag = createHash('md5').update(content).digest('hex');
+        await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { ...meta, etag }));
+      }
       if (content) await this.store.setXattr(tmp, SYMLINK_XATTR, Buffer.from('1'));
       await this.namespace.read(async () => {
         if (exclusive) {
@@ -1405,10 +1450,12 @@ export class Engine {
         }
       });
     } catch (err) {
+      await keep?.close().catch(() => undefined);
       throw fromSystemError(err, target.slice(this.store.root.length + 1));
     } finally {
       await fsp.rm(tmp, { force: true });
     }
+    return keep ? { fh: keep, header } : undefined;
   }
 
   /** mkdir -p below the bucket; a file in the way is a NameConflict, not a corrupted tree. */
