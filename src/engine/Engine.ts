@@ -1,6 +1,6 @@
 // The storage engine both doors use: buckets, objects, open handles, renames, metadata and the key lifecycle.
 import { createHash } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, lstatSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -711,7 +711,10 @@ export class Engine {
     const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
     let st;
     try {
-      st = await fsp.lstat(p);
+      // Synchronous on purpose: getattr is the mount's most frequent call (libfuse answers every
+      // setattr with one), and an lstat of a local backing directory takes microseconds, less
+      // than the hop through libuv's thread pool.
+      st = lstatSync(p);
     } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
     }
