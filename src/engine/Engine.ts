@@ -212,7 +212,11 @@ export class Engine {
       } catch (err) {
         if (!isMountdError(err, ErrorCode.KeyNotFound)) throw err;
         await this.keyService.createKey(name);
-        this.log.info(`created default key ${name}`);
+        if ((await this.listBuckets()).length > 0) {
+          this.log.warn(
+            `created a NEW default key ${name}, but the data directory already holds buckets: files sealed under an earlier key of that name (deleted, or kept by another key server) stay unreadable`,
+          );
+        } else this.log.info(`created default key ${name}`);
       }
       if (attempt > 0) this.log.info(`key server reachable again; default key ${name} is ready`);
     } catch (err) {
@@ -1087,7 +1091,8 @@ export class Engine {
     try {
       await this.keyService.disableKey(name);
     } catch (err) {
-      if (!isMountdError(err, ErrorCode.KeyNotFound)) this.keys.unlock(name);
+      // The key server refused (or has no such key): nothing was disabled, so nothing stays locked.
+      this.keys.unlock(name);
       throw err;
     }
   }
