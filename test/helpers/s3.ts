@@ -92,7 +92,7 @@ export async function signRequest(port: number, spec: RequestSpec): Promise<{ pa
   if (mode === 'header') {
     if (!Object.keys(headers).some((h) => h.toLowerCase() === 'x-amz-content-sha256')) headers['x-amz-content-sha256'] = spec.payloadHash ?? sha256(body);
     const signed = await signer(spec.creds).sign(req as never, { signingDate: spec.signingDate });
-    outHeaders = signed.headers as Record<string, string>;
+    outHeaders = (signed as unknown as { headers: Record<string, string> }).headers;
   } else if (mode === 'presign') {
     // As the AWS SDKs presign for S3: the payload is not signed.
     const signed = await signer(spec.creds).presign({ ...req, headers: { ...headers, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } } as never, { expiresIn: 300, signingDate: spec.signingDate });
