@@ -3,12 +3,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
-import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initKesd } from '../../src/kes/config.js';
 import { certificateForApiKey } from '../../src/kes/identity.js';
+import { freePort } from './daemon.js';
+import { tempDir } from './engine.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const KESD = path.join(ROOT, 'src/cli/kesd.ts');
@@ -52,20 +52,8 @@ export interface Kesd {
   cleanup(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-export async function tempDir(tag: string): Promise<string> {
-  return fsp.mkdtemp(path.join(os.tmpdir(), `${tag}-`));
-}
+export { freePort } from './daemon.js';
+export { tempDir } from './engine.js';
 
 export async function startKesd(opts: KesdOptions = {}): Promise<Kesd> {
   const dir = await tempDir('kesd-test');
