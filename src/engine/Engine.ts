@@ -350,14 +350,14 @@ export class Engine {
     let ok = false;
     try {
       const sealed = await this.writeSealed(tmp, bucket, key, spec, body, { contentType: opts.contentType, user: opts.user ?? {}, tags: opts.tags }, opts.etag);
-      await this.namespace.read(async () => {
+      // Exclusive: no open of the path may load the old file and register it after the swap.
+      await this.namespace.write(async () => {
         await this.makeParents(bucket, parsed.segments.slice(0, -1));
         const st = await fsp.lstat(target).catch(() => null);
         if (st?.isDirectory()) throw new MountdError(ErrorCode.NameConflict, `${bucket}/${key}: a directory of that name exists`);
-        await fsp.rename(tmp, target);
-        this.detach(target);
-        await this.store.fsyncDir(path.dirname(target));
+        await this.replaceAt(target, () => fsp.rename(tmp, target));
       });
+      await this.store.fsyncDir(path.dirname(target));
       ok = true;
       return { etag: sealed.etag, size: sealed.size, encryption: this.describeRecord(sealed.record, sealed.fileId, spec.kind === 'customer' ? spec.customerKey : undefined) };
     } catch (err) {
@@ -443,20 +443,35 @@ export class Engine {
    * Streams an object's plaintext (a byte range if asked, `end` inclusive). The returned
    * stream holds the file open until it ends or is destroyed.
    */
-  async getObject(bucket: string, key: string, opts: { range?: { start: number; end: number }; customerKey?: Uint8Array } = {}): Promise<ObjectInfo & { body: Readable; start: number; end: number }> {
+  async getObject(
+    bucket: string,
+    key: string,
+    opts: {
+      range?: { start: number; end: number };
+      /**
+       * Decides the range from the object's metadata, taken from the same open file the body
+       * streams from: headers built from `info` always describe the body. May throw (a failed
+       * condition); the file is then released. `false`: no body at all (a HEAD, a 304).
+       */
+      plan?: (info: ObjectInfo) => { start: number; end: number } | null | false;
+      customerKey?: Uint8Array;
+    } = {},
+  ): Promise<ObjectInfo & { body: Readable; start: number; end: number }> {
     const parsed = parseObjectKey(key);
     if (parsed.isDirectoryMarker) {
       const info = await this.markerInfo(bucket, key);
+      opts.plan?.(info);
       return { ...info, body: Readable.from([]), start: 0, end: -1 };
     }
-    const f = await this.acquire(bucket, key, opts.customerKey);
+    const { f, result: info } = await this.acquireLocked(bucket, key, opts.customerKey, (file) => this.info(file, opts.customerKey));
     try {
-      const info = await f.mutex.run(async () => {
-        await this.ensureKey(f, opts.customerKey);
-        return this.info(f, opts.customerKey);
-      });
-      const start = opts.range?.start ?? 0;
-      const end = Math.min(opts.range?.end ?? info.size - 1, info.size - 1);
+      const range = opts.plan ? opts.plan(info) : opts.range;
+      if (range === false) {
+        await this.releaseFile(f);
+        return { ...info, body: Readable.from([]), start: 0, end: -1 };
+      }
+      const start = range?.start ?? 0;
+      const end = Math.min(range?.end ?? info.size - 1, info.size - 1);
       if (start < 0 || (info.size > 0 && start > end) || (info.size === 0 && start > 0)) {
         throw new MountdError(ErrorCode.InvalidArgument, 'range not satisfiable');
       }
@@ -510,8 +525,7 @@ export class Engine {
           });
         } else {
           if (parsed.isDirectoryMarker) return;
-          await fsp.unlink(p);
-          this.detach(p);
+          await this.replaceAt(p, () => fsp.unlink(p));
         }
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
@@ -890,10 +904,11 @@ export class Engine {
         throw fromSystemError(err, `${bucket}/${key}`);
       });
       if (st.isDirectory()) throw new MountdError(ErrorCode.IsDirectory, `${bucket}/${key}: is a directory`);
-      await fsp.unlink(p).catch((err) => {
-        throw fromSystemError(err, `${bucket}/${key}`);
-      });
-      this.detach(p);
+      await this.replaceAt(p, () =>
+        fsp.unlink(p).catch((err) => {
+          throw fromSystemError(err, `${bucket}/${key}`);
+        }),
+      );
     });
   }
 
@@ -1024,13 +1039,12 @@ export class Engine {
       const id = await this.journal.write(intent);
       this.faults.afterRenameJournal?.();
       try {
-        await fsp.rename(from, to);
+        await this.replaceAt(to, () => fsp.rename(from, to));
       } catch (err) {
         await this.journal.remove(id);
         throw fromSystemError(err, `${toBucket}/${toKey}`);
       }
       this.faults.afterRenameMove?.();
-      if (target && !target.isDirectory()) this.detach(to);
       await this.applyIntent(intent);
       // Open files follow their path: new location, new record.
       for (const [p, f] of [...this.files]) {
@@ -1147,7 +1161,14 @@ export class Engine {
         try {
           await this.namespace.read(async () => {
             const raw = await this.store.getXattr(abs, KEY_RECORD_XATTR);
-            if (!raw) throw new MountdError(ErrorCode.Integrity, 'no key record');
+            if (!raw) {
+              // Deleted or renamed since the listing (a rename re-seals it under its key): nothing to do here.
+              if (!(await fsp.lstat(abs).catch(() => null))) {
+                p.skipped++;
+                return;
+              }
+              throw new MountdError(ErrorCode.Integrity, 'no key record');
+            }
             const record = decodeRecord(raw);
             if (record.kind === KeyKind.Customer || record.keyName !== opts.from) {
               p.skipped++;
@@ -1220,17 +1241,51 @@ export class Engine {
   }
 
   private async withFile<T>(bucket: string, key: string, customerKey: Uint8Array | undefined, fn: (f: OpenFile) => Promise<T>): Promise<T> {
-    const f = await this.acquire(bucket, key, customerKey);
-    try {
-      return await f.mutex.run(async () => {
-        await this.ensureKey(f, customerKey);
-        const result = await fn(f);
-        this.keys.assertUsable(f.record);
-        return result;
-      });
-    } finally {
+    const { f, result } = await this.acquireLocked(bucket, key, customerKey, fn);
+    await this.releaseFile(f);
+    return result;
+  }
+
+  /**
+   * acquire, then `fn` under the file's lock. A put or rename may replace the path between the
+   * two: the file is then detached, and its metadata (read by path) is another object's, so the
+   * path is looked up again. The caller releases the file.
+   */
+  private async acquireLocked<T>(bucket: string, key: string, customerKey: Uint8Array | undefined, fn: (f: OpenFile) => Promise<T>): Promise<{ f: OpenFile; result: T }> {
+    for (let attempt = 0; ; attempt++) {
+      const f = await this.acquire(bucket, key, customerKey);
+      let out: { result: T } | null;
+      try {
+        out = await f.mutex.run(async () => {
+          if (!f.attached) return null;
+          await this.ensureKey(f, customerKey);
+          const result = await fn(f);
+          this.keys.assertUsable(f.record);
+          return { result };
+        });
+      } catch (err) {
+        await this.releaseFile(f);
+        throw err;
+      }
+      if (out) return { f, result: out.result };
       await this.releaseFile(f);
+      if (attempt >= 8) throw new MountdError(ErrorCode.Busy, `${bucket}/${key}: replaced again and again while being opened; retry`);
     }
+  }
+
+  /**
+   * Replaces or removes the file at `p` (by `swap`) and detaches the open file that was there, under that
+   * file's lock: nothing holding it (a flush removing the ETag, a metadata update) may write
+   * its metadata by path onto the file that replaced it.
+   */
+  private async replaceAt(p: string, swap: () => Promise<void>): Promise<void> {
+    const old = this.files.get(p);
+    const run = async () => {
+      await swap();
+      this.detach(p);
+    };
+    if (old) await old.mutex.run(run);
+    else await run();
   }
 
   /** Checks the key lock; re-unseals a key dropped by an earlier disable once the key is usable again. */
@@ -1307,7 +1362,7 @@ export class Engine {
     });
   }
 
-  private async load(p: string, bucket: string, key: string, customerKey: Uint8Array | undefined): Promise<OpenFile> {
+  private async load(p: string, bucket: string, key: string, customerKey: Uint8Array | undefined, attempt = 0): Promise<OpenFile> {
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(p, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
@@ -1320,7 +1375,16 @@ export class Engine {
       const hb = Buffer.alloc(HEADER_BYTES);
       await fh.read(hb, 0, HEADER_BYTES, 0);
       const header = decodeHeader(hb);
-      const record = await this.readRecord(p, `${bucket}/${key}`);
+      const record = await this.readRecord(p, `${bucket}/${key}`).catch((err: unknown) => err as Error);
+      // The record is read by path: a put or rename that replaced the file since the open gave
+      // the new file's record (or none), which does not open this file's data. Same file, or again.
+      const now = await fsp.lstat(p).catch(() => null);
+      if (!now || now.ino !== st.ino || now.dev !== st.dev) {
+        await fh.close().catch(() => undefined);
+        if (attempt >= 8) throw new MountdError(ErrorCode.Busy, `${bucket}/${key}: replaced while it was being opened; retry`);
+        return this.load(p, bucket, key, customerKey, attempt + 1);
+      }
+      if (record instanceof Error) throw record;
       const size = plaintextSize(st.size);
       const oek = await this.keys.unseal(record, bucket, key, customerKey);
       return new OpenFile(p, bucket, key, fh, header, record, oek, size, this.budget, this.random);

@@ -1,4 +1,5 @@
 // Object operations: Put, Get, Head, Delete, DeleteObjects, Copy, and object tagging.
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { EncryptionSpec, ObjectInfo } from '../../engine/index.js';
 import { readSmallBody, requestBody, type VerifiedChecksum } from '../body.js';
@@ -86,35 +87,43 @@ export async function getObject(ctx: S3Context): Promise<void> {
     const v = ctx.query.get(q);
     if (v !== undefined) overrides[h] = v;
   }
-  for (let attempt = 0; ; attempt++) {
-    const info = await call(obj(ctx), () => ctx.engine.headObject(ctx.bucket, ctx.key, { customerKey }));
+  // Conditions, range and headers are decided from the metadata of the very file the body
+  // streams from (the engine calls `plan` under that file's lock): a PUT racing with this GET
+  // can never pair the headers of one version with the body of another.
+  let reply: { status: number; headers: Record<string, string | number>; length: number } | null = null;
+  const plan = (info: ObjectInfo): { start: number; end: number } | null | false => {
     const etag = objectEtag(info);
     const cond = checkConditions(ctx.req.headers, etag, info.mtimeMs);
-    if (cond === 304) return send(ctx, 304, { ETag: etag, 'Last-Modified': httpDate(info.mtimeMs) });
+    if (cond === 304) {
+      reply = { status: 304, headers: { ETag: etag, 'Last-Modified': httpDate(info.mtimeMs) }, length: -1 };
+      return false;
+    }
     if (cond === 412) throw s3err.preconditionFailed(ctx.req.headers['if-match'] !== undefined ? 'If-Match' : 'If-Unmodified-Since');
     const range = partNumber !== undefined ? null : parseRange(header(ctx, 'range'), info.size);
     if (range === 'unsatisfiable') throw s3err.invalidRange(info.size);
-    const headers = { ...objectHeaders(info, etag), ...overrides };
+    const headers: Record<string, string | number> = { ...objectHeaders(info, etag), ...overrides };
     const length = range ? range.end - range.start + 1 : info.size;
-    const status = range ? 206 : 200;
     if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${info.size}`;
-    if (ctx.req.method === 'HEAD') return send(ctx, status, { ...headers, 'Content-Length': length });
-    const got = await call(obj(ctx), () => ctx.engine.getObject(ctx.bucket, ctx.key, { customerKey, range: range ?? undefined }));
-    if (got.encryption.fileId !== info.encryption.fileId && attempt < 2) {
-      // Replaced between the two looks: start over so that headers and body describe one object.
-      got.body.destroy();
-      continue;
-    }
-    ctx.res.writeHead(status, { ...headers, 'Content-Length': length });
-    try {
-      await pipeline(got.body, ctx.res);
-    } catch (err) {
-      // Headers are gone: the client sees a short body. Log why (a key disabled mid-stream, damage).
-      const s3 = engineToS3(err, obj(ctx));
-      ctx.config.log.warn(`request ${ctx.id}: GET ${ctx.bucket}/${ctx.key} stopped mid-stream: ${s3 ? s3.code : (err as Error).message}`);
-      ctx.res.destroy();
-    }
-    return;
+    reply = { status: range ? 206 : 200, headers, length };
+    return ctx.req.method === 'HEAD' ? false : range;
+  };
+  let body: Readable | null = null;
+  if (ctx.req.method === 'HEAD') plan(await call(obj(ctx), () => ctx.engine.headObject(ctx.bucket, ctx.key, { customerKey })));
+  else body = (await call(obj(ctx), () => ctx.engine.getObject(ctx.bucket, ctx.key, { customerKey, plan }))).body;
+  const r = reply as { status: number; headers: Record<string, string | number>; length: number } | null;
+  if (!r) throw internalError();
+  if (r.status === 304 || !body) {
+    body?.destroy();
+    return send(ctx, r.status, r.status === 304 ? r.headers : { ...r.headers, 'Content-Length': r.length });
+  }
+  ctx.res.writeHead(r.status, { ...r.headers, 'Content-Length': r.length });
+  try {
+    await pipeline(body, ctx.res);
+  } catch (err) {
+    // Headers are gone: the client sees a short body. Log why (a key disabled mid-stream, damage).
+    const s3 = engineToS3(err, obj(ctx));
+    ctx.config.log.warn(`request ${ctx.id}: GET ${ctx.bucket}/${ctx.key} stopped mid-stream: ${s3 ? s3.code : (err as Error).message}`);
+    ctx.res.destroy();
   }
 }
 
