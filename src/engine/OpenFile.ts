@@ -161,7 +161,6 @@ export class OpenFile {
       const index = Math.floor(size / PACKAGE_PLAINTEXT);
       const within = size - index * PACKAGE_PLAINTEXT;
       for (const i of [...this.dirty.keys()]) if (i > index || (i === index && within === 0 && i > 0)) this.undirty(i);
-      for (const i of [...this.clean.keys()]) if (i >= index) this.clean.delete(i);
       if (within > 0 || index === 0) {
         let pkg = this.dirty.get(index);
         if (!pkg) {
@@ -170,6 +169,8 @@ export class OpenFile {
         }
         pkg.fill(0, within);
       }
+      // After the read above: a sequential read-ahead there may have cached packages past the cut.
+      for (const i of [...this.clean.keys()]) if (i >= index) this.clean.delete(i);
       this.zeroFrom = Math.min(this.zeroFrom, size);
     }
     this.logicalSize = size;
@@ -196,6 +197,21 @@ export class OpenFile {
       const len = packagePlaintextLength(size, i);
       sealed.set(i, this.sealPackage(oek, i, i === newCount - 1, pkg.subarray(0, len)));
     }
+    // A flush that grows the backing file can run out of space half way, after it rewrote the
+    // old last package (its final flag moves): that package's bytes are kept to put the file back
+    // as it was, so that ENOSPC never damages what an earlier flush committed.
+    const oldBacking = backingSize(this.diskSize);
+    let saved: { at: number; bytes: Buffer } | null = null;
+    try {
+      if (backingSize(size) > oldBacking) {
+        const at = packageOffset(oldCount - 1);
+        const bytes = Buffer.allocUnsafe(oldBacking - at);
+        const { bytesRead } = await this.fh.read(bytes, 0, bytes.length, at);
+        if (bytesRead === bytes.length) saved = { at, bytes };
+      }
+    } catch (err) {
+      throw fromSystemError(err, `${this.bucket}/${this.key}`);
+    }
     try {
       // Contiguous packages go out in one writev: no copying them into one buffer.
       let run: Buffer[] = [];
@@ -218,6 +234,11 @@ export class OpenFile {
       const st = await this.fh.stat();
       if (st.size > want) await this.fh.truncate(want);
     } catch (err) {
+      if (saved) {
+        // Shrinking and rewriting bytes in place need no new space.
+        const back = saved;
+        await this.fh.truncate(oldBacking).then(() => writeFully(this.fh, back.bytes, back.at)).catch(() => undefined);
+      }
       throw fromSystemError(err, `${this.bucket}/${this.key}`);
     }
     for (const i of [...this.dirty.keys()]) {
