@@ -22,7 +22,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { getAttributeSync } from '@napi-rs/xattr';
 import { KEY_RECORD_XATTR, decodeRecord } from '../src/format/index.js';
-import { comparePrefix, hashOnMount, runPython, sha256hex, walkS3 } from './helpers/fsx.js';
+import { comparePrefix, hashOnMount, runPython, seedFrom, sha256hex, walkS3 } from './helpers/fsx.js';
 import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, mountctl, sh, startMount, type MountFixture } from './helpers/mount.js';
 import { s3request } from './helpers/s3.js';
 
@@ -36,7 +36,7 @@ const figures = { crashes: 0, bytesLost: 0, objectsWalked: 0, integrityErrors: 0
 const test = anyTest as TestFn<Ctx>;
 const fuseTest = HAS_FUSE ? test.serial : test.serial.skip;
 const MiB = 1024 * 1024;
-const SEED = Number(process.env.CRASH_SEED ?? Date.now() % 2 ** 31);
+const SEED = seedFrom('CRASH_SEED');
 let rngState = SEED;
 /** A seeded number in [0, n). */
 const rand = (n: number) => ((rngState = (rngState * 1103515245 + 12345) % 2 ** 31), rngState % n);

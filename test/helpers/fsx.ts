@@ -345,11 +345,7 @@ export function runFsx(opts: FsxOptions): Promise<FsxResult> {
 }
 
 /** A seed from the environment (FSX_SEED, SOAK_SEED) or the clock; tests print it. */
-export function seedFrom(name: string): number {
-  const v = process.env[name] ?? process.env.SOAK_SEED;
-  if (v !== undefined && /^\d+$/.test(v)) return Number(v);
-  return Math.floor(Date.now() % 2 ** 31);
-}
+export { seedFrom } from './fuzz.js';
 
 // ---- the self-checking pattern of the two-doors test ----
 
