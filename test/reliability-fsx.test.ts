@@ -50,7 +50,7 @@ fuseTest(`seeded random operations on ${FILES} files against a model (${OPS} ope
   const results = await Promise.all(
     Array.from({ length: FILES }, (_, i) => {
       const dir = path.join(fx.mnt, 'fsx', `f${i}`);
-      return sh(`mkdir -p ${dir}`).then(() => runFsx({ dir, name: 'file.bin', seed: SEED + i, ops: OPS, maxSize: MAX_SIZE, timeoutMs: 170_000 }));
+      return sh(`mkdir -p ${dir}`).then(() => runFsx({ dir, name: 'file.bin', seed: SEED + i, ops: OPS, maxSize: MAX_SIZE, timeoutMs: Math.max(170_000, OPS * 2) }));
     }),
   );
   const seconds = (Date.now() - started) / 1000;
