@@ -12,6 +12,7 @@ import { errorCode, s3request, startInProcess } from './helpers/s3.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture }>;
 const fuseTest = HAS_FUSE ? test.serial : test.serial.skip;
+const fuseSerial = HAS_FUSE ? test.serial : test.serial.skip;
 const fuseFailing = HAS_FUSE ? test.serial.failing : test.serial.skip;
 const SECONDS = Number(process.env.DOORS_SECONDS ?? 15);
 const SEED = seedFrom('DOORS_SEED');
@@ -79,7 +80,7 @@ fuseTest(`mount and S3 writers and readers on the same objects for ${SECONDS} s:
       const r = await s3request(port, { method: 'GET', path: `/doors/${key}` }).catch((err: Error) => ({ status: 0, text: err.message, body: Buffer.alloc(0), headers: {} }));
       s3.gets++;
       if (r.status === 404 && errorCode(r) === 'NoSuchKey') {
-        // The key always exists: see the test.failing below (a mount rename over an open file).
+        // The key always exists: a rename over it (open or not) must never show it missing.
         s3.missing++;
         continue;
       }
@@ -136,11 +137,12 @@ fuseTest(`mount and S3 writers and readers on the same objects for ${SECONDS} s:
   t.log(
     `${seconds.toFixed(1)} s: mount ${by('rename-writer')} temp+rename versions, ${by('inplace-writer')} in-place versions, ${by('reader')} whole reads; ` +
       `S3 ${s3.puts} PUTs, ${s3.gets} GETs (${(s3.bytes / 2 ** 20).toFixed(0)} MiB checked, ${s3.versionsSeen.size} distinct versions seen); ` +
-      `integrity errors: ${mountErrorCount + s3.errors.length}; names briefly missing during a rename over an open file (known, see test.failing): ${missing}; ` +
+      `integrity errors: ${mountErrorCount + s3.errors.length}; mount opens that lost the libfuse rename race (see the known failure below): ${missing - s3.missing}, S3 GETs that found a name missing: ${s3.missing}; ` +
       `daemon RSS at most ${maxRss.toFixed(0)} MiB`,
   );
   t.deepEqual(mountErrors, [], 'mount readers and writers saw whole versions only');
   t.deepEqual(s3.errors.slice(0, 20), [], 'S3 readers saw whole versions only');
+  t.is(s3.missing, 0, 'no S3 GET found a name missing while the mount renamed over it');
   t.true(by('rename-writer') > 0 && by('inplace-writer') > 0 && by('reader') > 0 && s3.puts > 0 && s3.gets > 0, 'every kind of worker got work done');
   t.true(maxRss < RSS_LIMIT_MIB, `daemon RSS ${maxRss.toFixed(0)} MiB stays under ${RSS_LIMIT_MIB} MiB`);
 
@@ -156,15 +158,11 @@ fuseTest(`mount and S3 writers and readers on the same objects for ${SECONDS} s:
   t.false(/ mountd error /.test(fx.daemon.log()), `the daemon logged errors:\n${fx.daemon.log().split('\n').filter((l) => / error /.test(l)).slice(0, 20).join('\n')}`);
 });
 
-// KNOWN LIMITATION, not fixed (reported): fuse-native drives libfuse 2's high-level API, which
-// "hides" the target of a rename that some process holds open by first renaming it to
-// .fuse_hiddenXXXX (the daemon unlinks it) and then renaming the source into place: two steps.
-// In between, the name is missing: an S3 GET answers 404 NoSuchKey, and an open(2) through the
-// mount may fail with ENOENT (libfuse resolves the kernel's node to the hidden name, or to none
-// once the hidden file is gone). rename(2) should replace the name atomically. The fix needs
-// libfuse's hard_remove with nullpath_ok (fuse-native cannot pass open files without a path) or
-// the low-level API. This test shows it and passes once it is fixed (then drop `.failing`).
-fuseFailing('a rename over a file held open elsewhere is atomic: no reader through either door finds the name missing', async (t) => {
+// libfuse 2's high-level API "hides" the target of a rename that some process holds open by
+// first renaming it to .fuse_hiddenXXXX and then renaming the source into place: two requests.
+// The mount keeps the name in place between them (the unlink in the store waits for the rename
+// that replaces it), and an open that lands on the hidden name opens the file that was there.
+fuseSerial('a rename over a file held open elsewhere is atomic for S3: no GET finds the name missing, mount readers see whole versions', async (t) => {
   const { fx } = t.context;
   const port = fx.daemon.s3Port!;
   t.is((await s3request(port, { method: 'PUT', path: '/atomic' })).status, 200);
@@ -180,6 +178,7 @@ fuseFailing('a rename over a file held open elsewhere is atomic: no reader throu
         const r = await s3request(port, { method: 'GET', path: `/atomic/${k}` });
         gets++;
         if (r.status === 404) missingS3++;
+        else if (r.status !== 200 || 'error' in checkPattern(k, r.body)) t.fail(`GET ${k}: ${r.status}`);
       }
     }
   };
@@ -194,8 +193,34 @@ fuseFailing('a rename over a file held open elsewhere is atomic: no reader throu
     s3Reader(),
   ]);
   const missingMount = stats.reduce((n, s) => n + s.openEnoent, 0);
-  t.log(`${stats[0]!.ops} renames over an open target; ${stats[1]!.ops + stats[2]!.ops} mount reads, ${missingMount} found the name missing; ${gets} S3 GETs, ${missingS3} answered 404`);
-  t.is(missingMount + missingS3, 0, 'the name is never missing during a rename over it');
+  t.log(`${stats[0]!.ops} renames over an open target; ${gets} S3 GETs, ${missingS3} answered 404; ${stats[1]!.ops + stats[2]!.ops} mount reads (${missingMount} opens failed with ENOENT: see the next test)`);
+  t.true(stats[0]!.ops > 20 && gets > 20, 'renames and GETs happened');
+  t.deepEqual(stats.flatMap((s) => s.errors), [], 'mount readers and the writer saw whole versions only');
+  t.is(missingS3, 0, 'no S3 GET finds the name missing during a rename over it');
+});
+
+// KNOWN LIMITATION (libfuse 2's high-level API, path-based): open(2) resolves the name to a node
+// in one request and opens the node in the next. When a rename replaces the name in between, and
+// no one holds the old file open, libfuse has no path left for the old node and answers the open
+// with ENOENT itself, before the daemon sees it (a local disk would open the old file). S3 is not
+// affected. The fix needs an inode-based binding (the low-level API). This test shows the race
+// and passes once it is fixed (then drop `.failing`).
+fuseFailing('an open(2) through the mount never fails with ENOENT while renames replace the name', async (t) => {
+  const { fx } = t.context;
+  const port = fx.daemon.s3Port!;
+  t.is((await s3request(port, { method: 'PUT', path: '/openrace' })).status, 200);
+  const keys = ['y0', 'y1'];
+  for (const k of keys) t.is((await s3request(port, { method: 'PUT', path: `/openrace/${k}`, body: patternBody(k, 0, 2) })).status, 200);
+  const dir = `${fx.mnt}/openrace`;
+  const stats = await Promise.all([
+    runDoorsWorker({ role: 'rename-writer', dir, keys, seconds: 4, seed: SEED + 21, worker: 21 }),
+    runDoorsWorker({ role: 'reader', dir, keys, seconds: 4, seed: SEED + 22, worker: 22 }),
+    runDoorsWorker({ role: 'reader', dir, keys, seconds: 4, seed: SEED + 23, worker: 23 }),
+  ]);
+  const missing = stats.reduce((n, s) => n + s.openEnoent, 0);
+  t.log(`${stats[0]!.ops} renames; ${stats[1]!.ops + stats[2]!.ops} mount reads, ${missing} opens failed with ENOENT`);
+  t.deepEqual(stats.flatMap((s) => s.errors), [], 'whole versions only');
+  t.is(missing, 0);
 });
 
 // The same races in-process, without FUSE: each found by the two-doors run, fixed in the engine

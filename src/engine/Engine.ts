@@ -853,6 +853,15 @@ export class Engine {
     return h;
   }
 
+  /** A second handle on the file a handle has open (the same state, the same key). */
+  dup(h: number): number {
+    const handle = this.handle(h);
+    handle.file.refs++;
+    const n = this.nextHandle++;
+    this.handles.set(n, { ...handle });
+    return n;
+  }
+
   async read(h: number, offset: number, length: number): Promise<Buffer> {
     return this.withHandle(h, (f) => f.read(offset, length));
   }
@@ -897,13 +906,15 @@ export class Engine {
   }
 
   /** Unlinks a file (POSIX: open handles keep working on it; parents stay). */
-  async unlink(bucket: string, key: string): Promise<void> {
+  async unlink(bucket: string, key: string, opts: { ifIno?: number } = {}): Promise<void> {
     const p = this.store.objectPath(bucket, key);
     await this.namespace.read(async () => {
       const st = await fsp.lstat(p).catch((err) => {
         throw fromSystemError(err, `${bucket}/${key}`);
       });
       if (st.isDirectory()) throw new MountdError(ErrorCode.IsDirectory, `${bucket}/${key}: is a directory`);
+      // `ifIno`: only that file; one that replaced it since (a PUT, a rename) stays.
+      if (opts.ifIno !== undefined && st.ino !== opts.ifIno) return;
       await this.replaceAt(p, () =>
         fsp.unlink(p).catch((err) => {
           throw fromSystemError(err, `${bucket}/${key}`);

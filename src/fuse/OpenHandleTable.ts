@@ -64,4 +64,24 @@ export class OpenHandleTable {
   forgetHidden(path: string): boolean {
     return this.hidden.delete(path);
   }
+
+  /**
+   * Unlinks of open files not yet done in the store, by the file's (former) mount path. libfuse
+   * hides the target of a rename over an open file, then renames the source onto it: two
+   * requests. Done at once, the unlink would leave the name missing in between (an S3 GET
+   * answers 404, a reader's open fails). So the unlink waits: a rename onto the name replaces
+   * the file atomically and cancels it; any other request on the name, a listing of its
+   * directory, a short timer or the unmount carries it out.
+   */
+  readonly pendingUnlinks = new Map<string, PendingUnlink>();
+}
+
+export interface PendingUnlink {
+  bucket: string;
+  key: string;
+  /** The file that was hidden: one that replaced it since is not removed. */
+  ino: number;
+  timer: NodeJS.Timeout;
+  /** Set once the unlink is under way. */
+  done?: Promise<void>;
 }

@@ -90,6 +90,12 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
     for (const h of handles.all()) {
       await engine.flush(h.fh).catch((err: Error) => log.warn(`unmount: flush of ${h.path} failed: ${err.message}`));
     }
+    // Unlinks of open files still waiting for a rename that did not come.
+    for (const [p, u] of [...handles.pendingUnlinks]) {
+      clearTimeout(u.timer);
+      await (u.done ?? engine.unlink(u.bucket, u.key, { ifIno: u.ino })).catch((err: Error) => log.warn(`unmount: unlink of ${p} failed: ${err.message}`));
+      handles.pendingUnlinks.delete(p);
+    }
     const err = await new Promise<Error | null>((resolve) => fuse.unmount(resolve));
     if (err) {
       log.warn(`unmount of ${mountPoint}: ${err.message}; trying a lazy umount`);

@@ -6,7 +6,7 @@ import { ErrorCode, isMountdError } from '../errors/index.js';
 import type { FuseOperations, FuseStat, FuseStatfs } from './binding.js';
 import { errno, toErrno } from './errno.js';
 import type { OpenHandleTable } from './OpenHandleTable.js';
-import { engineKey, isHiddenName, parseMountPath, type MountPath } from './paths.js';
+import { engineKey, isAtOrBelow, isHiddenName, parseMountPath, type MountPath } from './paths.js';
 
 /** What the kernel may ask of the mount. Pinned by a test: adding or dropping one is deliberate. */
 export const FUSE_OPERATION_NAMES = [
@@ -84,8 +84,35 @@ export interface OperationsContext {
 export function makeOperations({ engine, handles, log }: OperationsContext): FuseOperations {
   /** Runs one request: the answer, or the mapped errno of whatever was thrown. */
   const run = <T>(op: string, path: string, fn: () => Promise<T>, reply: (v: T) => void, fail: (e: number) => void): void => {
-    fn().then(reply, (err: unknown) => fail(err instanceof Refusal ? err.errno : toErrno(err, op, path, log)));
+    const go = () => fn().then(reply, (err: unknown) => fail(err instanceof Refusal ? err.errno : toErrno(err, op, path, log)));
+    // A request on a name whose unlink is pending (or a listing of its directory) sees it gone.
+    if (handles.pendingUnlinks.size > 0 && op !== 'rename') void settleFor(op, path).then(go);
+    else void go();
   };
+
+  /** Carries out the pending unlink of `p`, if any (see OpenHandleTable.pendingUnlinks). */
+  const settle = (p: string): Promise<void> => {
+    const pending = handles.pendingUnlinks.get(p);
+    if (!pending) return Promise.resolve();
+    clearTimeout(pending.timer);
+    // Under way already (the timer, another request): every caller waits for the same unlink,
+    // and the name stays pending until it is done.
+    pending.done ??= engine
+      .unlink(pending.bucket, pending.key, { ifIno: pending.ino })
+      .catch((err: unknown) => {
+        if (!isMountdError(err, ErrorCode.NotFound)) log.warn(`mount: unlink of ${p} (open when it was removed) failed: ${(err as Error).message}`);
+      })
+      .finally(() => {
+        if (handles.pendingUnlinks.get(p) === pending) handles.pendingUnlinks.delete(p);
+      });
+    return pending.done;
+  };
+  const settleFor = async (op: string, p: string): Promise<void> => {
+    if (op === 'readdir' || op === 'rmdir') {
+      for (const q of [...handles.pendingUnlinks.keys()]) if (isAtOrBelow(q, p)) await settle(q);
+    } else await settle(p);
+  };
+  const UNLINK_GRACE_MS = 20;
   const done = (op: string, path: string, cb: (e: number) => void, fn: () => Promise<void>) =>
     run(op, path, fn, () => cb(0), cb);
 
@@ -246,6 +273,15 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
         'open',
         p,
         async () => {
+          const twin = handles.hiddenStat(p) ? handles.at(p)[0] : undefined;
+          if (twin) {
+            // An open that raced with the rename or unlink that hid this file: it opens the
+            // file that was there, as it would on a local disk.
+            const fh = engine.dup(twin.fh);
+            if ((flags & O_TRUNC) !== 0) await engine.ftruncate(fh, 0);
+            handles.add(fh, p, (flags & O_APPEND) !== 0);
+            return fh;
+          }
           const { bucket, key } = objectAt(p, 'EISDIR');
           const fh = await engine.open(bucket, key, { truncate: (flags & O_TRUNC) !== 0 });
           handles.add(fh, p, (flags & O_APPEND) !== 0);
@@ -327,18 +363,36 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
         const from = parseMountPath(src);
         const to = parseMountPath(dest);
         if (from.kind === 'root' || to.kind === 'root') throw refuse('EBUSY');
-        if (from.kind === 'object' && isHiddenName(dest) && handles.at(src).length > 0) {
-          // libfuse hiding a file unlinked while open: unlink it for real (S3 sees it gone at
-          // once, nothing is left behind by a crash); its open handles keep the data.
+        await settle(src);
+        // Whatever our handle table says: libfuse counts a file open until our answer to its
+        // release, which may still be on its way.
+        if (from.kind === 'object' && isHiddenName(dest)) {
+          // libfuse hiding a file unlinked while open, or the target of a rename over an open
+          // file: its open handles keep the data; the unlink in the store waits (see
+          // OpenHandleTable.pendingUnlinks), so that a rename that follows replaces it atomically.
           const stat = await engine.stat(from.bucket, from.key);
-          await engine.unlink(from.bucket, from.key);
           handles.hide(src, dest, stat);
+          const timer = setTimeout(() => void settle(src), UNLINK_GRACE_MS);
+          handles.pendingUnlinks.set(src, { bucket: from.bucket, key: from.key, ino: stat.ino, timer });
           return;
         }
         // A bucket is renamed by copying: EXDEV makes mv do that.
         if (from.kind !== 'object' || to.kind !== 'object') throw refuse('EXDEV');
         checkNewName(dest);
-        await engine.rename(from.bucket, from.key, to.bucket, to.key);
+        const replacing = handles.pendingUnlinks.get(dest);
+        // An unlink already under way finishes first (its inode check spares what replaces it).
+        if (replacing?.done) await replacing.done;
+        try {
+          await engine.rename(from.bucket, from.key, to.bucket, to.key);
+        } catch (err) {
+          await settle(dest);
+          throw err;
+        }
+        if (replacing && !replacing.done) {
+          // The rename replaced the hidden file in one step: nothing left to unlink.
+          clearTimeout(replacing.timer);
+          handles.pendingUnlinks.delete(dest);
+        }
         handles.renamed(src, dest);
       });
     },
