@@ -214,13 +214,13 @@ function find(args: string[]): Promise<string[]> {
  * out of the data directory: the OS temp dir, the project and / to depth 3 (one file system,
  * so that no FUSE mount is walked). Entries below `allowedUnder` (the buckets) are not counted.
  */
-export async function escapedFiles(roots: string[], allowedUnder: string[], since?: Date): Promise<string[]> {
+export async function escapedFiles(roots: string[], allowedUnder: string[], since?: Date, mark = ESCAPE_MARK): Promise<string[]> {
   const out = new Set<string>();
   // Only what changed since the run began: marks an earlier run left on this machine are not this run's.
   const newer = since ? ['-newerct', `@${Math.floor(since.getTime() / 1000) - 1}`] : [];
   for (const r of roots) {
     const depth = r === '/' ? ['-maxdepth', '3'] : [];
-    for (const p of await find([r, '-xdev', ...depth, '-name', `*${ESCAPE_MARK}*`, ...newer])) out.add(p);
+    for (const p of await find([r, '-xdev', ...depth, '-name', `*${mark}*`, ...newer])) out.add(p);
   }
   return [...out].filter((p) => !allowedUnder.some((a) => p.startsWith(a + path.sep))).sort();
 }
