@@ -3,19 +3,13 @@ import anyTest, { type TestFn } from 'ava';
 import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, mountctl, run, sh, startFdHolder, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, fuseMountsUnder, mountctl, run, sh, startFdHolder, startMount, type MountFixture, reportMissingFuse } from './helpers/mount.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture }>;
 const fuseTest = HAS_FUSE ? test.serial : test.skip;
 const ENOKEY_TEXT = /Required key not available/;
 
-if (!HAS_FUSE) {
-  const banner = fuseMissingBanner('mount-keys.test.ts');
-  test('FUSE is missing: mount tests skipped', (t) => {
-    t.log(banner);
-    t.pass();
-  });
-}
+reportMissingFuse(test, 'mount-keys.test.ts', 'mount tests');
 
 test.before(async (t) => {
   if (!HAS_FUSE) return;

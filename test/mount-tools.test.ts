@@ -3,18 +3,12 @@ import anyTest, { type TestFn } from 'ava';
 import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { HAS_FUSE, fuseMissingBanner, run, sh, sha256, startFdHolder, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, run, sh, sha256, startFdHolder, startMount, type MountFixture, reportMissingFuse } from './helpers/mount.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture; src: string }>;
 const fuseTest = HAS_FUSE ? test : test.skip;
 
-if (!HAS_FUSE) {
-  const banner = fuseMissingBanner('mount-tools.test.ts');
-  test('FUSE is missing: mount tests skipped', (t) => {
-    t.log(banner);
-    t.pass();
-  });
-}
+reportMissingFuse(test, 'mount-tools.test.ts', 'mount tests');
 
 /** A source tree with the shapes that break file systems: package boundaries, empty files, modes, links, odd names. */
 async function makeTree(dir: string): Promise<void> {

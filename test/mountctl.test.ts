@@ -4,18 +4,12 @@ import * as fsp from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { ROUTES, callControl, ControlError } from '../src/control/index.js';
-import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, mountctl, sh, startFdHolder, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, fuseMountsUnder, mountctl, sh, startFdHolder, startMount, type MountFixture, reportMissingFuse } from './helpers/mount.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture; sock: string }>;
 const daemonTest = HAS_FUSE ? test.serial : test.skip;
 
-if (!HAS_FUSE) {
-  const banner = fuseMissingBanner('mountctl.test.ts');
-  test('FUSE is missing: mountctl tests against a mounted daemon skipped', (t) => {
-    t.log(banner);
-    t.pass();
-  });
-}
+reportMissingFuse(test, 'mountctl.test.ts', 'mountctl tests against a mounted daemon');
 
 test.before(async (t) => {
   if (!HAS_FUSE) return;

@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { getAttributeSync } from '@napi-rs/xattr';
 import { KEY_RECORD_XATTR, decodeRecord } from '../src/format/index.js';
 import { comparePrefix, hashOnMount, runPython, seedFrom, sha256hex, walkS3 } from './helpers/fsx.js';
-import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, mountctl, sh, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, fuseMountsUnder, mountctl, sh, startMount, type MountFixture, reportMissingFuse } from './helpers/mount.js';
 import { s3request } from './helpers/s3.js';
 
 interface Ctx {
@@ -41,13 +41,7 @@ let rngState = SEED;
 /** A seeded number in [0, n). */
 const rand = (n: number) => ((rngState = (rngState * 1103515245 + 12345) % 2 ** 31), rngState % n);
 
-if (!HAS_FUSE) {
-  const banner = fuseMissingBanner('reliability-crash.test.ts');
-  test('FUSE is missing: crash tests skipped', (t) => {
-    t.log(banner);
-    t.pass();
-  });
-}
+reportMissingFuse(test, 'reliability-crash.test.ts', 'crash tests');
 
 test.before(async (t) => {
   if (!HAS_FUSE) return;

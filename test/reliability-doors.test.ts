@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { makeFixture, readAll } from './helpers/engine.js';
 import { checkPattern, hashOnMount, patternBody, runDoorsWorker, seedFrom, sha256hex, type DoorsWorkerStats } from './helpers/fsx.js';
-import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, fuseMountsUnder, startMount, type MountFixture, reportMissingFuse } from './helpers/mount.js';
 import { errorCode, s3request, startInProcess } from './helpers/s3.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture }>;
@@ -18,13 +18,7 @@ const SECONDS = Number(process.env.DOORS_SECONDS ?? 15);
 const SEED = seedFrom('DOORS_SEED');
 const RSS_LIMIT_MIB = Number(process.env.DOORS_RSS_LIMIT_MIB ?? 600);
 
-if (!HAS_FUSE) {
-  const banner = fuseMissingBanner('reliability-doors.test.ts');
-  test('FUSE is missing: two-doors test skipped', (t) => {
-    t.log(banner);
-    t.pass();
-  });
-}
+reportMissingFuse(test, 'reliability-doors.test.ts', 'two-doors test');
 
 test.before(async (t) => {
   if (!HAS_FUSE) return;

@@ -5,7 +5,7 @@ import anyTest, { type TestFn } from 'ava';
 import * as path from 'node:path';
 import { makeFixture } from './helpers/engine.js';
 import { runFsx, seedFrom, type FsxResult } from './helpers/fsx.js';
-import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, sh, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, fuseMountsUnder, sh, startMount, type MountFixture, reportMissingFuse } from './helpers/mount.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture }>;
 const fuseTest = HAS_FUSE ? test : test.skip;
@@ -15,13 +15,7 @@ const FILES = Number(process.env.FSX_FILES ?? 2);
 const MAX_SIZE = Number(process.env.FSX_MAX_SIZE ?? 1 << 20);
 const SEED = seedFrom('FSX_SEED');
 
-if (!HAS_FUSE) {
-  const banner = fuseMissingBanner('reliability-fsx.test.ts');
-  test('FUSE is missing: fsx skipped', (t) => {
-    t.log(banner);
-    t.pass();
-  });
-}
+reportMissingFuse(test, 'reliability-fsx.test.ts', 'fsx');
 
 test.before(async (t) => {
   if (!HAS_FUSE) return;

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { hashOnMount, listKeys, sha256hex } from './helpers/fsx.js';
 import { startKesd, type Kesd } from './helpers/kesd.js';
-import { HAS_FUSE, fuseMissingBanner, fuseMountsUnder, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, fuseMountsUnder, startMount, type MountFixture, reportMissingFuse } from './helpers/mount.js';
 import { errorCode, s3request } from './helpers/s3.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture; kesd: Kesd }>;
@@ -15,13 +15,7 @@ const CREDS = { accessKeyId: 'kes-reliability', secretAccessKey: 'kes-reliabilit
 const EIO = 5;
 const ENOKEY = 126;
 
-if (!HAS_FUSE) {
-  const banner = fuseMissingBanner('reliability-kes.test.ts');
-  test('FUSE is missing: key server outage test skipped', (t) => {
-    t.log(banner);
-    t.pass();
-  });
-}
+reportMissingFuse(test, 'reliability-kes.test.ts', 'key server outage test');
 
 test.before(async (t) => {
   if (!HAS_FUSE) return;

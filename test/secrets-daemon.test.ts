@@ -11,19 +11,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { openEmbeddedKeyService } from '../src/kms/embedded.js';
 import { collectFileKeys, collectKeyServerSecrets, markerSecret, needles, scanForSecrets, type Secret } from './helpers/scan.js';
-import { HAS_FUSE, fuseMissingBanner, mountctl, sh, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, mountctl, sh, startMount, type MountFixture, reportMissingFuse } from './helpers/mount.js';
 import { s3request } from './helpers/s3.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture }>;
 const fuseTest = HAS_FUSE ? test.serial : test.serial.skip;
 
-if (!HAS_FUSE) {
-  const banner = fuseMissingBanner('secrets-daemon.test.ts');
-  test('FUSE is missing: the daemon secrets scan did not run', (t) => {
-    t.log(banner);
-    t.pass();
-  });
-}
+reportMissingFuse(test, 'secrets-daemon.test.ts', 'the daemon secrets scan');
 
 const MARKER = `SECRET-MARKER-${randomBytes(6).toString('hex')}-plaintext`;
 const body = (n: number) => Buffer.from(`${MARKER}\n`.repeat(Math.ceil(n / (MARKER.length + 1)))).subarray(0, n);

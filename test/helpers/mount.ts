@@ -20,6 +20,19 @@ export function fuseMissingBanner(file: string): string {
   return banner;
 }
 
+/**
+ * Where /dev/fuse is missing, says so loudly: the banner on stderr, and a test of the file that
+ * passes with the banner in its log, so that the report shows what did not run.
+ */
+export function reportMissingFuse(test: (title: string, fn: (t: { log(...values: unknown[]): void; pass(): void }) => void) => void, file: string, what: string): void {
+  if (HAS_FUSE) return;
+  const banner = fuseMissingBanner(file);
+  test(`FUSE is missing: ${what} did not run`, (t) => {
+    t.log(banner);
+    t.pass();
+  });
+}
+
 export interface RunResult {
   stdout: string;
   stderr: string;
