@@ -259,6 +259,21 @@ fuseTest('chmod, truncate, touch', async (t) => {
   t.is(await sh(`stat -c %Y ${b}/f`), '1577934245\n');
 });
 
+fuseTest('access and modification times are set apart: touch -a, touch -m, cp -a, and a second rsync copies nothing', async (t) => {
+  const b = await bucket(t, 'times-test');
+  await sh(`printf x > ${b}/f && touch -m -d '2010-01-01 00:00:00 UTC' ${b}/f && touch -a -d '2001-02-03 04:05:06 UTC' ${b}/f`);
+  t.is(await sh(`stat -c '%X %Y' ${b}/f`), '981173106 1262304000\n', 'touch -a leaves mtime alone (UTIME_OMIT), touch -m leaves atime alone');
+  // A source whose atime and mtime differ: cp -a and tar keep the mtime, not the atime.
+  const src = path.join(t.context.fx.root, 'times-src');
+  await sh(`mkdir -p ${src} && printf one > ${src}/one && touch -m -d '2015-05-05 05:05:05 UTC' ${src}/one && touch -a -d '2019-09-09 09:09:09 UTC' ${src}/one`);
+  await sh(`cp -a ${src}/one ${b}/copied && mkdir ${b}/untar && tar cf - -C ${src} one | tar xf - -C ${b}/untar`);
+  t.is(await sh(`stat -c %Y ${b}/copied ${b}/untar/one`), '1430802305\n1430802305\n');
+  await sh(`rsync -a ${src}/ ${b}/synced/`);
+  const again = await run('rsync', ['-a', '--itemize-changes', `${src}/`, `${b}/synced/`]);
+  t.is(again.code, 0, again.stderr);
+  t.is(again.stdout.trim(), '', 'rsync finds nothing to copy the second time (sizes and mtimes match)');
+});
+
 fuseTest('mkdir and rmdir at the root create and delete buckets; bad names are EINVAL', async (t) => {
   const root = t.context.fx.mnt;
   await sh(`mkdir ${root}/new-bucket-1`);

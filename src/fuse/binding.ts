@@ -1,5 +1,8 @@
 // The part of fuse-native (CommonJS, untyped) the mount uses, loaded lazily so a machine without libfuse can still run the daemon.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** Attributes as fuse-native serialises them (times in ms since the epoch). */
 export interface FuseStat {
@@ -88,9 +91,35 @@ export interface FuseClass {
 }
 
 let loaded: FuseClass | undefined;
+let patched = false;
 
-/** Throws when libfuse.so.2 or the prebuilt binary is missing. */
+/** native/: fuse-native's C glue with our fixes, built by native/build.sh (scripts/setup). */
+const NATIVE_DIR = fileURLToPath(new URL('../../native/', import.meta.url));
+
+/**
+ * fuse-native's JavaScript over our build of its C glue when native/build/Release/fuse.node
+ * exists (node-gyp-build loads from FUSE_NATIVE_PREBUILD first), else over its prebuilt binary.
+ * Throws when libfuse.so.2 or both binaries are missing.
+ */
 export function loadFuse(): FuseClass {
-  loaded ??= createRequire(import.meta.url)('fuse-native') as FuseClass;
+  if (!loaded) {
+    const require = createRequire(import.meta.url);
+    const ours = path.join(NATIVE_DIR, 'build', 'Release', 'fuse.node');
+    if (existsSync(ours) && process.env.FUSE_NATIVE_PREBUILD === undefined) process.env.FUSE_NATIVE_PREBUILD = NATIVE_DIR;
+    loaded = require('fuse-native') as FuseClass;
+    patched = process.env.FUSE_NATIVE_PREBUILD === NATIVE_DIR && (require(ours) as { mountd_patched?: number }).mountd_patched === 1;
+  }
   return loaded;
 }
+
+/**
+ * True when the loaded binding is ours (native/): utimens gets both times, and UTIME_NOW and
+ * UTIME_OMIT arrive as UTIME_NOW_MS and UTIME_OMIT_MS. The prebuilt one passes the access time
+ * twice and both specials as 1073 ms.
+ */
+export function isPatchedBinding(): boolean {
+  return patched;
+}
+
+export const UTIME_NOW_MS = 2 ** 52;
+export const UTIME_OMIT_MS = 2 ** 52 + 1;

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { Engine, Logger } from '../engine/index.js';
 import { ErrorCode, MountdError } from '../errors/index.js';
-import { loadFuse, type FuseInstance } from './binding.js';
+import { isPatchedBinding, loadFuse, type FuseInstance } from './binding.js';
 import { makeOperations } from './operations.js';
 import { OpenHandleTable } from './OpenHandleTable.js';
 import { isAtOrBelow } from './paths.js';
@@ -64,6 +64,9 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
     throw new MountdError(ErrorCode.InvalidArgument, `the mount point ${mountPoint} and the data directory ${root} must not contain each other`);
   }
   const Fuse = loadFuse();
+  if (!isPatchedBinding()) {
+    log.warn('mount: native/build/Release/fuse.node is missing, so fuse-native\'s prebuilt binding serves the mount: times set through it take the access time as the modification time (cp -a, tar, rsync); run native/build.sh (scripts/setup does)');
+  }
   await clearStaleMount(mountPoint, log);
   await fsp.mkdir(mountPoint, { recursive: true });
 

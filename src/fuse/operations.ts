@@ -3,7 +3,7 @@ import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { Engine, Logger, Stat } from '../engine/index.js';
 import { ErrorCode, isMountdError } from '../errors/index.js';
-import type { FuseOperations, FuseStat, FuseStatfs } from './binding.js';
+import { isPatchedBinding, UTIME_NOW_MS, UTIME_OMIT_MS, type FuseOperations, type FuseStat, type FuseStatfs } from './binding.js';
 import { errno, toErrno } from './errno.js';
 import type { OpenHandleTable } from './OpenHandleTable.js';
 import { engineKey, isAtOrBelow, isHiddenName, parseMountPath, type MountPath } from './paths.js';
@@ -451,12 +451,23 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
         if (handles.hiddenStat(p)) return;
         const ek = engineKey(parseMountPath(p));
         if (!ek) throw refuse('EPERM');
-        // fuse-native 2.2.6 hands over the access time twice (its C glue copies tv[0] into
-        // both slots), and UTIME_NOW/UTIME_OMIT arrive as 1073 ms: the best this layer can do
-        // is one time for both, "now" for the special values.
-        const at = (t: number) => (t === UTIME_SPECIAL_MS ? Date.now() : t);
         if (ek.key !== '') await flushOpen(p);
-        await engine.utimens(ek.bucket, ek.key, at(atime), at(mtime));
+        if (!isPatchedBinding()) {
+          // fuse-native's prebuilt glue hands over the access time twice, and UTIME_NOW and
+          // UTIME_OMIT as 1073 ms: the best this layer can do is one time for both, "now" for
+          // the special values. Our build (native/) passes both, and the specials apart.
+          const at = (t: number) => (t === UTIME_SPECIAL_MS ? Date.now() : t);
+          await engine.utimens(ek.bucket, ek.key, at(atime), at(mtime));
+          return;
+        }
+        let current: Stat | undefined;
+        const pick = async (t: number, which: 'atimeMs' | 'mtimeMs') => {
+          if (t === UTIME_NOW_MS) return Date.now();
+          if (t !== UTIME_OMIT_MS) return t;
+          current ??= await engine.stat(ek.bucket, ek.key);
+          return current[which];
+        };
+        await engine.utimens(ek.bucket, ek.key, await pick(atime, 'atimeMs'), await pick(mtime, 'mtimeMs'));
       });
     },
 

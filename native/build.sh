@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds native/build/Release/fuse.node: fuse-native's C glue with mountd's fixes (see the head
+# of native/fuse-native.c), against Node's headers, fuse-native's libfuse 2.9 headers and the
+# system's libfuse.so.2. Needs gcc; scripts/setup installs it when missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+out=build/Release/fuse.node
+node_include="$(dirname "$(dirname "$(command -v node)")")/include/node"
+[ -f "$node_include/node_api.h" ] || node_include="$(node -p "require('path').join(process.execPath, '..', '..', 'include', 'node')")"
+[ -f "$node_include/node_api.h" ] || { echo "native/build.sh: Node's headers (node_api.h) are missing" >&2; exit 1; }
+fuse_include=../node_modules/fuse-shared-library-linux/libfuse/include
+napi_include=../node_modules/napi-macros
+[ -f "$fuse_include/fuse.h" ] || { echo "native/build.sh: run npm ci first (fuse-native's headers are missing)" >&2; exit 1; }
+libfuse=$(ldconfig -p | awk '/libfuse\.so\.2 /{print $NF; exit}')
+[ -n "$libfuse" ] || { echo "native/build.sh: libfuse.so.2 is missing (apt-get install libfuse2)" >&2; exit 1; }
+mkdir -p build/Release
+gcc -O2 -g -Wall -Wno-unused-result -fPIC -shared -D_FILE_OFFSET_BITS=64 \
+  -I"$node_include" -I"$napi_include" -I"$fuse_include" \
+  fuse-native.c -o "$out.tmp" "$libfuse" -lpthread
+mv "$out.tmp" "$out"
+echo "native: built native/$out"
