@@ -84,3 +84,50 @@ test('rotation to a missing or disabled key is refused before touching anything'
   await t.throwsAsync(fx.engine.rotateKey({ from: 'default-key', to: 'off-key' }), { code: 'KMS_KEY_DISABLED' });
   t.is((await recordOf(fx.dir, 'bucket/x')).keyName, 'default-key');
 });
+
+test('rotation covers unfinished multipart uploads: parts stored before and after it complete without the old key', async (t) => {
+  const fx = await makeFixture();
+  t.teardown(() => fx.cleanup());
+  const e = fx.engine;
+  await e.createKey('old-k');
+  await e.createKey('new-k');
+  const named = await e.createUpload('bucket', 'big/named.bin', { encryption: { kind: 'named', keyName: 'old-k' }, user: { note: 'kept' } });
+  const parts = [Buffer.alloc(200_000, 1), Buffer.alloc(150_000, 2), Buffer.alloc(1000, 3)];
+  const etags: Array<{ partNumber: number; etag: string }> = [];
+  for (const [i, body] of parts.slice(0, 2).entries()) etags.push({ partNumber: i + 1, etag: (await e.putUploadPart('bucket', 'big/named.bin', named.uploadId, i + 1, body)).etag });
+  // Another upload under another key is left alone.
+  const other = await e.createUpload('bucket', 'big/other.bin', { encryption: { kind: 'named', keyName: 'new-k' } });
+  await e.putUploadPart('bucket', 'big/other.bin', other.uploadId, 1, Buffer.from('other'));
+
+  const r = await e.rotateKey({ from: 'old-k', to: 'new-k' });
+  t.is(r.failed, 0, r.errors.join('; '));
+  t.is(r.rotated, 3, 'the meta file and two parts of the upload under old-k');
+  t.is(r.skipped, 2, 'the other upload (meta and a part)');
+  // The old key goes; a part stored now is sealed under new-k; Complete needs only new-k.
+  await e.disableKey('old-k');
+  etags.push({ partNumber: 3, etag: (await e.putUploadPart('bucket', 'big/named.bin', named.uploadId, 3, parts[2]!)).etag });
+  const done = await e.completeUpload('bucket', 'big/named.bin', named.uploadId, etags);
+  t.is(done.encryption.keyName, 'new-k');
+  const got = await e.getObject('bucket', 'big/named.bin');
+  t.deepEqual(await readAll(got.body), Buffer.concat(parts));
+  t.deepEqual(got.meta.user, { note: 'kept' });
+  t.is((await e.rotateKey({ from: 'old-k', to: 'new-k' })).rotated, 0, 'nothing left under old-k');
+});
+
+test('unfinished multipart uploads older than the expiry are removed, younger ones stay', async (t) => {
+  const fx = await makeFixture();
+  t.teardown(() => fx.cleanup());
+  const e = fx.engine;
+  const old = await e.createUpload('bucket', 'stale.bin');
+  await e.putUploadPart('bucket', 'stale.bin', old.uploadId, 1, Buffer.alloc(10_000, 7));
+  const fresh = await e.createUpload('bucket', 'fresh.bin');
+  const day = 86_400_000;
+  const record = path.join(fx.dir, '.mountd', 'uploads', old.uploadId, 'upload.json');
+  const u = JSON.parse(await fsp.readFile(record, 'utf8')) as { initiatedMs: number };
+  await fsp.writeFile(record, JSON.stringify({ ...u, initiatedMs: Date.now() - 8 * day }));
+  t.is(await e.expireUploads(7 * day), 1);
+  t.deepEqual((await e.listUploads('bucket')).map((x) => x.uploadId), [fresh.uploadId]);
+  await t.throwsAsync(e.getUpload('bucket', 'stale.bin', old.uploadId));
+  t.is(await e.expireUploads(7 * day), 0);
+  t.is(await e.expireUploads(0), 1, 'an expiry of 0 ms takes everything');
+});

@@ -35,6 +35,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('s3-auto-create-keys', { type: 'boolean', default: false, describe: 'SSE-KMS requests may name a key that does not exist yet: create it' })
   .option('region', { type: 'string', default: 'us-east-1' })
   .option('allow-insecure-ssec', { type: 'boolean', default: false, describe: 'accept SSE-C over plain HTTP on a non-loopback address' })
+  .option('multipart-expiry-days', { type: 'number', default: 7, describe: 'remove unfinished S3 multipart uploads this many days old (checked at start and hourly; 0: keep them)' })
   .option('quiet', { type: 'boolean', default: false })
   .strict()
   .help()
@@ -80,6 +81,13 @@ async function main(): Promise<void> {
   const defaultKey = process.env.MINIO_KMS_KES_KEY_NAME && argv['default-key'] === 'mountd-default' ? process.env.MINIO_KMS_KES_KEY_NAME : argv['default-key'];
   const engine = await Engine.open({ store, keys: keyService, defaultKeyName: defaultKey, createDefaultKey: true, log });
   log.info(`data directory ${store.root}, default key ${defaultKey}, ${keyServerWhat}`);
+  const expiryDays = argv['multipart-expiry-days'];
+  if (!Number.isFinite(expiryDays) || expiryDays < 0) throw new Error('--multipart-expiry-days must be 0 or more');
+  if (expiryDays > 0) {
+    const expire = () => void engine.expireUploads(expiryDays * 86_400_000).catch((err: Error) => log.warn(`multipart expiry: ${err.message}`));
+    expire();
+    setInterval(expire, 3_600_000).unref();
+  }
 
   let mount: MountHandle | undefined;
   let s3: S3Server | undefined;

@@ -1205,9 +1205,79 @@ export class Engine {
         }
       }
     }
+    await this.rotateUploads(opts, p);
     report(true);
     this.log.info(formatRotateProgress({ ...p, done: true }));
     return p;
+  }
+
+  /**
+   * Rotation of unfinished multipart uploads: the sealed meta file and every part under `from`
+   * are re-wrapped like objects, and the upload's key becomes `to`, so that parts stored later
+   * are sealed under `to` too (a part stored under `from` meanwhile is caught by the next run).
+   */
+  private async rotateUploads(opts: RotateOptions, p: RotateProgress): Promise<void> {
+    const root = path.join(this.store.internalDir, UPLOADS_DIR);
+    for (const id of await fsp.readdir(root).catch(() => [] as string[])) {
+      if (!UPLOAD_ID_RE.test(id)) continue;
+      const dir = path.join(root, id);
+      const raw = await fsp.readFile(path.join(dir, 'upload.json'), 'utf8').catch(() => null);
+      if (!raw) continue;
+      const u = JSON.parse(raw) as UploadInfo;
+      if (opts.bucket !== undefined && u.bucket !== opts.bucket) continue;
+      if (u.kind === 'named' && u.keyName === opts.from) {
+        await fsp.writeFile(path.join(dir, 'upload.json'), JSON.stringify({ ...u, keyName: opts.to }), { mode: 0o600 });
+      }
+      for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+        const m = /^part-(\d{5})$/.exec(name);
+        if (name !== 'meta' && !m) continue;
+        p.scanned++;
+        const abs = path.join(dir, name);
+        const sealKey = Engine.partSealKey(u.key, id, m ? Number(m[1]) : 0);
+        try {
+          const rawRecord = await this.store.getXattr(abs, KEY_RECORD_XATTR);
+          if (!rawRecord) {
+            p.skipped++; // completed or aborted since the listing
+            continue;
+          }
+          const record = decodeRecord(rawRecord);
+          if (record.kind === KeyKind.Customer || record.keyName !== opts.from) {
+            p.skipped++;
+            continue;
+          }
+          await this.store.setXattr(abs, KEY_RECORD_XATTR, encodeRecord(await this.keys.rewrap(record, u.bucket, sealKey, opts.to)));
+          p.rotated++;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+            p.skipped++;
+            continue;
+          }
+          p.failed++;
+          if (p.errors.length < 20) p.errors.push(`upload ${id} of ${u.bucket}/${u.key}, ${name}: ${(err as Error).message}`);
+        }
+      }
+    }
+  }
+
+  /**
+   * Removes unfinished multipart uploads started more than `maxAgeMs` ago (S3's
+   * AbortIncompleteMultipartUpload, for the whole store); returns how many went.
+   */
+  async expireUploads(maxAgeMs: number, now = Date.now()): Promise<number> {
+    const root = path.join(this.store.internalDir, UPLOADS_DIR);
+    let removed = 0;
+    for (const id of await fsp.readdir(root).catch(() => [] as string[])) {
+      if (!UPLOAD_ID_RE.test(id)) continue;
+      const dir = path.join(root, id);
+      const raw = await fsp.readFile(path.join(dir, 'upload.json'), 'utf8').catch(() => null);
+      // An upload without its record is a createUpload that crashed half way: judge it by its directory.
+      const started = raw ? (JSON.parse(raw) as UploadInfo).initiatedMs : ((await fsp.stat(dir).catch(() => null))?.mtimeMs ?? now);
+      if (now - started < maxAgeMs) continue;
+      await fsp.rm(dir, { recursive: true, force: true });
+      removed++;
+    }
+    if (removed > 0) this.log.info(`removed ${removed} unfinished multipart upload(s) older than ${Math.round(maxAgeMs / 3_600_000)} h`);
+    return removed;
   }
 
   private async dropKeysOf(name: string): Promise<void> {
