@@ -302,7 +302,7 @@ test('seeded S3 fuzzing: every request answered with a 4xx (or accepted), never 
     if (d.name === '.mountd') continue;
     if (!d.isDirectory() || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(d.name)) unexpected.push(d.name);
   }
-  for (const n of await fsp.readdir(path.join(data, '.mountd'))) if (!['lock', 'control.sock', 'kes', 'tmp', 'journal', 'uploads'].includes(n)) unexpected.push(`.mountd/${n}`);
+  for (const n of await fsp.readdir(path.join(data, '.mountd'))) if (!['lock', 'control.sock', 'kes', 'tmp', 'journal', 'uploads', 'tails'].includes(n)) unexpected.push(`.mountd/${n}`);
   for (const n of await fsp.readdir(path.join(data, '.mountd', 'tmp'))) unexpected.push(`.mountd/tmp/${n}`);
   for (const n of await fsp.readdir(path.join(data, '.mountd', 'journal'))) unexpected.push(`.mountd/journal/${n}`);
   for (const id of await fsp.readdir(path.join(data, '.mountd', 'uploads')).catch(() => [] as string[])) {

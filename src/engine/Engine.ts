@@ -32,7 +32,7 @@ import { listObjects, type ListOptions, type ListResult } from './list.js';
 import { RwLock } from './mutex.js';
 import { formatRotateProgress, type RotateOptions, type RotateProgress } from './rotate.js';
 import { ObjectKeys, customerKeyMd5, type EncryptionSpec } from './ObjectKeys.js';
-import { OpenFile, writeFully, type DirtyBudget } from './OpenFile.js';
+import { OpenFile, writeFully, type DirtyBudget, type TailGuard } from './OpenFile.js';
 
 export type { EncryptionSpec } from './ObjectKeys.js';
 export type { ListOptions, ListResult, ListEntry } from './list.js';
@@ -195,8 +195,63 @@ export class Engine {
     const cleaned = await opts.store.cleanTemp();
     if (cleaned > 0) engine.log.info(`removed ${cleaned} temp file(s) left by an earlier run`);
     await engine.replayJournal();
+    await engine.restoreTails();
     if (opts.createDefaultKey) await engine.ensureDefaultKey();
     return engine;
+  }
+
+  /** Keeps the committed tail package of a file while a flush rewrites it (see TailGuard). */
+  private readonly tailGuard: TailGuard = {
+    save: async (fileId, backingPath, oldBacking, at, bytes) => {
+      const head = Buffer.from(`${JSON.stringify({ path: path.relative(this.store.root, backingPath), oldBacking, at })}\n`);
+      // No fsync: this guards against a crash of the daemon (kill -9), whose writes the kernel
+      // keeps; power loss is what fsync is for, and a flush is not committed before it.
+      await fsp.writeFile(path.join(this.store.tailsDir, fileId.toString('hex')), Buffer.concat([head, bytes]), { mode: 0o600 });
+    },
+    drop: async (fileId) => {
+      await fsp.rm(path.join(this.store.tailsDir, fileId.toString('hex')), { force: true });
+    },
+  };
+
+  /**
+   * After a crash: puts back the last package of every file whose flush was cut while it
+   * rewrote that package, and the file's old length (the flush never completed, so nothing it
+   * wrote was committed).
+   */
+  private async restoreTails(): Promise<void> {
+    for (const name of await fsp.readdir(this.store.tailsDir).catch(() => [] as string[])) {
+      const saved = path.join(this.store.tailsDir, name);
+      try {
+        const raw = await fsp.readFile(saved);
+        const nl = raw.indexOf(0x0a);
+        const meta = JSON.parse(raw.subarray(0, nl).toString('utf8')) as { path: string; oldBacking: number; at: number };
+        const bytes = raw.subarray(nl + 1);
+        const abs = path.resolve(this.store.root, meta.path);
+        if (!abs.startsWith(this.store.root + path.sep) || meta.at + bytes.length !== meta.oldBacking || meta.at < HEADER_BYTES) throw new Error('malformed');
+        const fh = await fsp.open(abs, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW).catch(() => null);
+        if (!fh) {
+          this.log.warn(`a flush of ${meta.path} was cut by a crash, but the file is gone (renamed or deleted since): nothing to restore`);
+        } else {
+          try {
+            const hb = Buffer.alloc(HEADER_BYTES);
+            await fh.read(hb, 0, HEADER_BYTES, 0);
+            if (decodeHeader(hb).fileId.toString('hex') !== name) {
+              this.log.warn(`a flush of ${meta.path} was cut by a crash, but another file is there now: nothing to restore`);
+            } else {
+              await fh.truncate(meta.oldBacking);
+              await writeFully(fh, bytes, meta.at);
+              await fh.sync();
+              this.log.warn(`restored ${meta.path} as it was before a flush that a crash cut short (its unflushed writes are lost; what was committed is intact)`);
+            }
+          } finally {
+            await fh.close();
+          }
+        }
+      } catch (err) {
+        this.log.error(`tail copy ${name}: ${(err as Error).message}; removed`);
+      }
+      await fsp.rm(saved, { force: true });
+    }
   }
 
   /**
@@ -820,7 +875,7 @@ export class Engine {
     }
     // The new file's state is known: it becomes the shared open state directly, without
     // reopening, rereading and unsealing what was just written.
-    const fresh = new OpenFile(target, bucket, key, created.fh, created.header, record, oek, 0, this.budget, this.random);
+    const fresh = new OpenFile(target, bucket, key, created.fh, created.header, record, oek, 0, this.budget, this.random, this.tailGuard);
     fresh.mayHaveEtag = false;
     const existing = this.files.get(target);
     let f = fresh;
@@ -1468,7 +1523,7 @@ export class Engine {
       if (record instanceof Error) throw record;
       const size = plaintextSize(st.size);
       const oek = await this.keys.unseal(record, bucket, key, customerKey);
-      return new OpenFile(p, bucket, key, fh, header, record, oek, size, this.budget, this.random);
+      return new OpenFile(p, bucket, key, fh, header, record, oek, size, this.budget, this.random, this.tailGuard);
     } catch (err) {
       await fh.close().catch(() => undefined);
       throw err;

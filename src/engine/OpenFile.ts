@@ -17,6 +17,16 @@ import {
 } from '../format/index.js';
 import { Mutex } from './mutex.js';
 
+/**
+ * Where a flush keeps the committed bytes of the last package before rewriting it in place (an
+ * append, a write into the tail): a crash half way through the rewrite would otherwise leave that
+ * package unreadable, committed bytes included. The engine puts them back at its next start.
+ */
+export interface TailGuard {
+  save(fileId: Buffer, backingPath: string, oldBacking: number, at: number, bytes: Buffer): Promise<void>;
+  drop(fileId: Buffer): Promise<void>;
+}
+
 /** Shared accounting of buffered plaintext across all open files. */
 export interface DirtyBudget {
   dirtyBytes: number;
@@ -62,6 +72,7 @@ export class OpenFile {
     size: number,
     private readonly budget: DirtyBudget,
     private readonly random: RandomSource,
+    private readonly tail?: TailGuard,
   ) {
     this.oek = oek;
     this.diskSize = size;
@@ -197,18 +208,20 @@ export class OpenFile {
       const len = packagePlaintextLength(size, i);
       sealed.set(i, this.sealPackage(oek, i, i === newCount - 1, pkg.subarray(0, len)));
     }
-    // A flush that grows the backing file can run out of space half way, after it rewrote the
-    // old last package (its final flag moves): that package's bytes are kept to put the file back
-    // as it was, so that ENOSPC never damages what an earlier flush committed.
+    // A flush that rewrites the old last package in place (an append moves its final flag; a
+    // write into it changes it) can fail half way (ENOSPC) or be cut by a crash: that package
+    // holds committed bytes. They are kept, in memory to put the file back after an error, and
+    // through the tail guard for a crash, so that neither damages what an earlier flush committed.
     const oldBacking = backingSize(this.diskSize);
     let saved: { at: number; bytes: Buffer } | null = null;
     try {
-      if (backingSize(size) > oldBacking) {
+      if (this.diskSize > 0 && indices.includes(oldCount - 1)) {
         const at = packageOffset(oldCount - 1);
         const bytes = Buffer.allocUnsafe(oldBacking - at);
         const { bytesRead } = await this.fh.read(bytes, 0, bytes.length, at);
         if (bytesRead === bytes.length) saved = { at, bytes };
       }
+      if (saved && this.tail) await this.tail.save(this.header.fileId, this.backingPath, oldBacking, saved.at, saved.bytes);
     } catch (err) {
       throw fromSystemError(err, `${this.bucket}/${this.key}`);
     }
@@ -237,9 +250,22 @@ export class OpenFile {
       if (saved) {
         // Shrinking and rewriting bytes in place need no new space.
         const back = saved;
-        await this.fh.truncate(oldBacking).then(() => writeFully(this.fh, back.bytes, back.at)).catch(() => undefined);
+        const restored = await this.fh
+          .truncate(oldBacking)
+          .then(() => writeFully(this.fh, back.bytes, back.at))
+          .then(() => true)
+          .catch(() => false);
+        // Put back: the copy can go. Not put back: it stays for the next start to do it.
+        if (restored) await this.tail?.drop(this.header.fileId).catch(() => undefined);
       }
       throw fromSystemError(err, `${this.bucket}/${this.key}`);
+    }
+    if (saved && this.tail) {
+      try {
+        await this.tail.drop(this.header.fileId);
+      } catch (err) {
+        throw fromSystemError(err, `${this.bucket}/${this.key}`);
+      }
     }
     for (const i of [...this.dirty.keys()]) {
       const pkg = this.dirty.get(i)!;

@@ -15,6 +15,8 @@ export class BackingStore {
   readonly internalDir: string;
   readonly tmpDir: string;
   readonly journalDir: string;
+  /** Copies of packages that flushes in progress rewrite in place: put back after a crash. */
+  readonly tailsDir: string;
   private lockHeld = false;
 
   private constructor(root: string) {
@@ -22,6 +24,7 @@ export class BackingStore {
     this.internalDir = path.join(root, INTERNAL_DIR);
     this.tmpDir = path.join(this.internalDir, 'tmp');
     this.journalDir = path.join(this.internalDir, 'journal');
+    this.tailsDir = path.join(this.internalDir, 'tails');
   }
 
   /** Creates the layout if needed and takes the lock that keeps a second daemon off this directory. */
@@ -31,7 +34,7 @@ export class BackingStore {
     const store = new BackingStore(await fsp.realpath(abs));
     await fsp.mkdir(store.internalDir, { recursive: true, mode: 0o700 });
     await fsp.chmod(store.internalDir, 0o700);
-    for (const d of [store.tmpDir, store.journalDir]) await fsp.mkdir(d, { recursive: true, mode: 0o700 });
+    for (const d of [store.tmpDir, store.journalDir, store.tailsDir]) await fsp.mkdir(d, { recursive: true, mode: 0o700 });
     if (options.lock !== false) await store.acquireLock();
     return store;
   }
