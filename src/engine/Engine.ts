@@ -930,11 +930,30 @@ export class Engine {
   }
 
   async flush(h: number): Promise<void> {
-    await this.withHandle(h, (f) => this.commit(f, false));
+    await this.commitHandle(h, false);
   }
 
   async fsync(h: number): Promise<void> {
-    await this.withHandle(h, (f) => this.commit(f, true));
+    await this.commitHandle(h, true);
+  }
+
+  /**
+   * Flush or fsync of a handle. With nothing buffered there is nothing to encrypt, so no key is
+   * needed: close(2) of a file whose key was disabled succeeds (its writes were encrypted and
+   * written when the key locked); with writes buffered it needs the key, as any write does.
+   */
+  private async commitHandle(h: number, sync: boolean): Promise<void> {
+    const handle = this.handle(h);
+    const f = handle.file;
+    await f.mutex.run(async () => {
+      if (!f.isDirty && !(f.contentChanged && f.attached)) {
+        if (sync) await f.syncDisk();
+        return;
+      }
+      await this.ensureKey(f, handle.customerKey);
+      await this.commit(f, sync);
+      this.keys.assertUsable(f.record);
+    });
   }
 
   handleSize(h: number): number {

@@ -280,6 +280,11 @@ export class OpenFile {
 
   async sync(): Promise<void> {
     await this.flush();
+    await this.syncDisk();
+  }
+
+  /** fsync of the backing file alone (what earlier flushes wrote); needs no key. */
+  async syncDisk(): Promise<void> {
     try {
       await this.fh.sync();
     } catch (err) {
