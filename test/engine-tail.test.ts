@@ -72,7 +72,12 @@ test('after a crash in the middle of an append, the next start puts the committe
   const tails = path.join(fx.dir, '.mountd', 'tails');
   await fsp.writeFile(path.join(tails, '00'.repeat(16)), Buffer.concat([Buffer.from(`${JSON.stringify({ path: 'bucket/other.bin', oldBacking: HEADER_BYTES + 100, at: HEADER_BYTES })}\n`), Buffer.alloc(100)]));
   await fsp.writeFile(path.join(tails, '11'.repeat(16)), Buffer.concat([Buffer.from(`${JSON.stringify({ path: '../../etc/passwd', oldBacking: HEADER_BYTES + 1, at: HEADER_BYTES })}\n`), Buffer.alloc(1)]));
-  const e3 = await fx.reopen();
+  // And a copy the crash cut short while it was being written (its flush had not begun) goes quietly.
+  await fsp.writeFile(path.join(tails, `${'22'.repeat(16)}.tmp`), '{"path":"bucket/oth');
+  const errors: string[] = [];
+  const e3 = await fx.reopen({ log: { info() {}, warn() {}, error: (m: string) => errors.push(m) } });
   t.deepEqual(await readAll((await e3.getObject('bucket', 'other.bin')).body), Buffer.from('other'));
   t.deepEqual(await fsp.readdir(tails), []);
+  t.is(errors.length, 1, 'only the copy naming a path outside the data directory is an error');
+  t.regex(errors[0] ?? '', /malformed/);
 });

@@ -206,7 +206,11 @@ export class Engine {
       const head = Buffer.from(`${JSON.stringify({ path: path.relative(this.store.root, backingPath), oldBacking, at })}\n`);
       // No fsync: this guards against a crash of the daemon (kill -9), whose writes the kernel
       // keeps; power loss is what fsync is for, and a flush is not committed before it.
-      await fsp.writeFile(path.join(this.store.tailsDir, fileId.toString('hex')), Buffer.concat([head, bytes]), { mode: 0o600 });
+      // Written under a temp name, then renamed: a copy under its final name is whole (a crash
+      // while writing it leaves only the temp file, and the flush had not begun).
+      const final = path.join(this.store.tailsDir, fileId.toString('hex'));
+      await fsp.writeFile(`${final}.tmp`, Buffer.concat([head, bytes]), { mode: 0o600 });
+      await fsp.rename(`${final}.tmp`, final);
     },
     drop: async (fileId) => {
       await fsp.rm(path.join(this.store.tailsDir, fileId.toString('hex')), { force: true });
@@ -221,6 +225,11 @@ export class Engine {
   private async restoreTails(): Promise<void> {
     for (const name of await fsp.readdir(this.store.tailsDir).catch(() => [] as string[])) {
       const saved = path.join(this.store.tailsDir, name);
+      if (name.endsWith('.tmp')) {
+        // A copy cut short by the crash: its flush had not begun, so there is nothing to put back.
+        await fsp.rm(saved, { force: true });
+        continue;
+      }
       try {
         const raw = await fsp.readFile(saved);
         const nl = raw.indexOf(0x0a);
