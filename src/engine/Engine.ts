@@ -1,6 +1,6 @@
 // The storage engine both doors use: buckets, objects, open handles, renames, metadata and the key lifecycle.
 import { createHash } from 'node:crypto';
-import { constants as fsConstants, lstatSync } from 'node:fs';
+import { chmodSync, constants as fsConstants, fchmodSync, lchownSync, linkSync, lstatSync, renameSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -1006,25 +1006,33 @@ export class Engine {
     });
   }
 
+  // chmod, chown and utimens: one direct system call each (tar and cp -a set all three on
+  // every file they create; a thread-pool trip would cost more than the call).
   async chmod(bucket: string, key: string, mode: number): Promise<void> {
     const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
-    await fsp.chmod(p, mode & 0o7777).catch((err) => {
+    try {
+      chmodSync(p, mode & 0o7777);
+    } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
-    });
+    }
   }
 
   async chown(bucket: string, key: string, uid: number, gid: number): Promise<void> {
     const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
-    await fsp.lchown(p, uid, gid).catch((err) => {
+    try {
+      lchownSync(p, uid, gid);
+    } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
-    });
+    }
   }
 
   async utimens(bucket: string, key: string, atimeMs: number, mtimeMs: number): Promise<void> {
     const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
-    await fsp.utimes(p, atimeMs / 1000, mtimeMs / 1000).catch((err) => {
+    try {
+      utimesSync(p, atimeMs / 1000, mtimeMs / 1000);
+    } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
-    });
+    }
   }
 
   /** A symbolic link is an encrypted object holding its target, marked by an xattr: the target never reaches the disk in clear. */
@@ -1662,8 +1670,11 @@ export class Engine {
         const plain = content ?? Buffer.alloc(0);
         const nonce = this.random(PACKAGE_NONCE);
         const sealed = gcmSeal(oek, nonce, plain, packageAad(header.bytes, 0, true));
-        await writeFully(fh, Buffer.concat([header.bytes, Buffer.from(nonce), sealed]), 0);
-        await fh.chmod(mode & 0o7777);
+        // A few dozen bytes and a mode: direct system calls, not trips through the thread pool
+        // (this is on the path of every file a `tar x` or `cp -r` creates).
+        const first = Buffer.concat([header.bytes, Buffer.from(nonce), sealed]);
+        for (let at = 0; at < first.length; ) at += writeSync(fh.fd, first, at, first.length - at, at);
+        fchmodSync(fh.fd, mode & 0o7777);
         // No fsync: like any new file, it is durable after fsync(2) of it (a mount fsync) and not before.
         if (keepOpen) keep = fh;
       } finally {
@@ -1679,9 +1690,9 @@ export class Engine {
       if (content) await this.store.setXattr(tmp, SYMLINK_XATTR, Buffer.from('1'));
       await this.namespace.read(async () => {
         if (exclusive) {
-          await fsp.link(tmp, target);
+          linkSync(tmp, target);
         } else {
-          await fsp.rename(tmp, target);
+          renameSync(tmp, target);
           this.detach(target);
         }
       });
@@ -1689,7 +1700,11 @@ export class Engine {
       await keep?.close().catch(() => undefined);
       throw fromSystemError(err, target.slice(this.store.root.length + 1));
     } finally {
-      await fsp.rm(tmp, { force: true });
+      try {
+        unlinkSync(tmp);
+      } catch {
+        // renamed into place, or never created
+      }
     }
     return keep ? { fh: keep, header } : undefined;
   }

@@ -1,4 +1,5 @@
 // One open backing file: its unsealed key, buffered plaintext packages, and package-level read/write/flush.
+import { fstatSync, writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { gcmOpen, gcmSeal, type RandomSource } from '../crypto/index.js';
 import { ErrorCode, MountdError, fromSystemError } from '../errors/index.js';
@@ -244,8 +245,7 @@ export class OpenFile {
       }
       await writeRun();
       const want = backingSize(size);
-      const st = await this.fh.stat();
-      if (st.size > want) await this.fh.truncate(want);
+      if (fstatSync(this.fh.fd).size > want) await this.fh.truncate(want);
     } catch (err) {
       if (saved) {
         // Shrinking and rewriting bytes in place need no new space.
@@ -402,9 +402,12 @@ export class OpenFile {
 }
 
 /** writev until every byte of `bufs` is written at `position`. */
+/** Writes up to this size go out with a direct system call: a thread-pool trip costs more. */
+const SYNC_WRITE_BYTES = 256 * 1024;
+
 export async function writeAll(fh: FileHandle, bufs: Buffer[], position: number): Promise<void> {
   const total = bufs.reduce((n, b) => n + b.length, 0);
-  const { bytesWritten } = await fh.writev(bufs, position);
+  const bytesWritten = total <= SYNC_WRITE_BYTES ? writevSync(fh.fd, bufs, position) : (await fh.writev(bufs, position)).bytesWritten;
   if (bytesWritten < total) await writeFully(fh, Buffer.concat(bufs).subarray(bytesWritten), position + bytesWritten);
 }
 

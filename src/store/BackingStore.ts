@@ -3,7 +3,7 @@ import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { getAttribute, listAttributes, removeAttribute, setAttribute } from '@napi-rs/xattr';
+import { getAttributeSync, listAttributesSync, removeAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { ErrorCode, MountdError, fromSystemError } from '../errors/index.js';
 import { parseObjectKey, validateBucketName } from './names.js';
 
@@ -103,9 +103,13 @@ export class BackingStore {
     return names.length;
   }
 
+  // xattrs are read and written with synchronous system calls: a few microseconds on a local
+  // file system, where a trip through libuv's thread pool costs tens (and the mount makes one
+  // or more per file it creates or opens). The promises keep the callers' shape.
+
   async getXattr(p: string, name: string): Promise<Buffer | null> {
     try {
-      return await getAttribute(p, name);
+      return getAttributeSync(p, name);
     } catch (err) {
       throw fromSystemError(err, `xattr ${name}`);
     }
@@ -113,7 +117,7 @@ export class BackingStore {
 
   async setXattr(p: string, name: string, value: Uint8Array): Promise<void> {
     try {
-      await setAttribute(p, name, Buffer.from(value.buffer, value.byteOffset, value.length));
+      setAttributeSync(p, name, value);
     } catch (err) {
       throw fromSystemError(err, `xattr ${name}`);
     }
@@ -121,7 +125,7 @@ export class BackingStore {
 
   async removeXattr(p: string, name: string): Promise<void> {
     try {
-      await removeAttribute(p, name);
+      removeAttributeSync(p, name);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENODATA' || /No data|ENODATA/i.test(String(err))) return;
       throw fromSystemError(err, `xattr ${name}`);
@@ -130,7 +134,7 @@ export class BackingStore {
 
   async listXattrs(p: string): Promise<string[]> {
     try {
-      return await listAttributes(p);
+      return listAttributesSync(p);
     } catch (err) {
       throw fromSystemError(err, 'xattr list');
     }
