@@ -61,6 +61,12 @@ export class OpenFile {
   private readonly clean = new Map<number, Buffer>();
   /** The last package read from disk, to recognise a sequential reader. */
   private lastRead = -2;
+  /**
+   * The ciphertext of the next read-ahead batch, read in the background while the reader
+   * consumes this one (disk reads overlap decryption and the FUSE round trips). Dropped by any
+   * write, truncate or flush: it would be stale.
+   */
+  private ahead: { index: number; count: number; data: Promise<{ buf: Buffer; got: number } | null> } | null = null;
 
   constructor(
     public backingPath: string,
@@ -138,6 +144,7 @@ export class OpenFile {
   }
 
   async write(offset: number, data: Uint8Array): Promise<number> {
+    this.ahead = null;
     this.requireKey();
     const end = offset + data.length;
     if (!Number.isSafeInteger(end) || offset < 0) throw new MountdError(ErrorCode.InvalidArgument, 'write past the largest file size');
@@ -167,6 +174,7 @@ export class OpenFile {
   }
 
   async truncate(size: number): Promise<void> {
+    this.ahead = null;
     this.requireKey();
     if (!Number.isSafeInteger(size) || size < 0) throw new MountdError(ErrorCode.InvalidArgument, 'bad size');
     if (size < this.logicalSize) {
@@ -191,6 +199,7 @@ export class OpenFile {
   /** Encrypts every buffered package and writes it, then trims the backing file; no-op when clean. */
   async flush(): Promise<boolean> {
     if (!this.isDirty) return false;
+    this.ahead = null;
     const oek = this.requireKey();
     const size = this.logicalSize;
     const newCount = packageCount(size);
@@ -349,15 +358,32 @@ export class OpenFile {
         count++;
       }
     }
-    const last = index + count - 1;
     const first = packageOffset(index);
-    const buf = Buffer.allocUnsafe(packageOffset(last) + packagePlaintextLength(this.diskSize, last) + PACKAGE_OVERHEAD - first);
-    let got: number;
-    try {
-      got = (await this.fh.read(buf, 0, buf.length, first)).bytesRead;
-    } catch (err) {
-      throw fromSystemError(err, `${this.bucket}/${this.key}`);
+    let buf: Buffer | undefined;
+    let got = 0;
+    const ahead = this.ahead;
+    this.ahead = null;
+    if (sequential && ahead && ahead.index === index) {
+      const r = await ahead.data;
+      if (r) {
+        count = ahead.count;
+        buf = r.buf;
+        got = r.got;
+      }
     }
+    const last = index + count - 1;
+    // The next miss of a sequential reader is the package after this batch.
+    this.lastRead = last;
+    const length = packageOffset(last) + packagePlaintextLength(this.diskSize, last) + PACKAGE_OVERHEAD - first;
+    if (!buf || got !== length || buf.length !== length) {
+      buf = Buffer.allocUnsafe(length);
+      try {
+        got = (await this.fh.read(buf, 0, buf.length, first)).bytesRead;
+      } catch (err) {
+        throw fromSystemError(err, `${this.bucket}/${this.key}`);
+      }
+    }
+    if (sequential) this.readAhead(last + 1, diskCount);
     if (got !== buf.length) {
       throw new MountdError(ErrorCode.Integrity, `${this.bucket}/${this.key}: package ${index + Math.floor(got / PACKAGE_CIPHERTEXT)} is truncated`);
     }
@@ -382,6 +408,21 @@ export class OpenFile {
       if (i === index) result = full;
     }
     return result!;
+  }
+
+  /** Starts reading the ciphertext of the batch at `index` in the background (see `ahead`). */
+  private readAhead(index: number, diskCount: number): void {
+    let count = 0;
+    while (count < READAHEAD_PACKAGES && index + count < diskCount && (index + count) * PACKAGE_PLAINTEXT < this.zeroFrom && !this.dirty.has(index + count)) count++;
+    if (count === 0) return;
+    const first = packageOffset(index);
+    const last = index + count - 1;
+    const buf = Buffer.allocUnsafe(packageOffset(last) + packagePlaintextLength(this.diskSize, last) + PACKAGE_OVERHEAD - first);
+    const data = this.fh.read(buf, 0, buf.length, first).then(
+      (r) => ({ buf, got: r.bytesRead }),
+      () => null, // read again, in the reader's own request, which reports the error
+    );
+    this.ahead = { index, count, data };
   }
 
   /** [nonce, ciphertext || tag]: the package's bytes in two pieces, for writev. */
