@@ -231,12 +231,14 @@ function machine(): string {
   return [
     `- CPU: ${cpu}, ${os.cpus().length} cores; memory ${Math.round(os.totalmem() / 2 ** 30)} GiB; kernel ${os.release()}`,
     `- Backing filesystem of ${WORK}: ${v(`df -T ${WORK} | tail -1 | awk '{print $2}'`)}`,
-    `- Node ${process.version}, fuse-native ${pkg.version}, ${v('gocryptfs --version')}`,
+    `- Node ${process.version}, fuse-native ${pkg.version} (mountd: its C glue rebuilt from native/, the same for the null FUSE pass-through), ${v('gocryptfs --version')}`,
     `- Date: ${new Date().toISOString()}`,
   ].join('\n');
 }
 
 async function main(): Promise<void> {
+  // The null FUSE pass-through loads fuse-native through the same C glue as mountd (native/).
+  if (fs.existsSync(path.join(ROOT, 'native/build/Release/fuse.node'))) process.env.FUSE_NATIVE_PREBUILD ??= path.join(ROOT, 'native');
   await fsp.mkdir(WORK, { recursive: true });
   const sections: string[] = [];
   sections.push(`# Benchmarks\n\nProduced by \`${['scripts/bench', ...args].join(' ')}\` on:\n\n${machine()}\n`);

@@ -107,7 +107,8 @@ export function loadFuse(): FuseClass {
     const ours = path.join(NATIVE_DIR, 'build', 'Release', 'fuse.node');
     if (existsSync(ours) && process.env.FUSE_NATIVE_PREBUILD === undefined) process.env.FUSE_NATIVE_PREBUILD = NATIVE_DIR;
     loaded = require('fuse-native') as FuseClass;
-    patched = process.env.FUSE_NATIVE_PREBUILD === NATIVE_DIR && (require(ours) as { mountd_patched?: number }).mountd_patched === 1;
+    const chosen = process.env.FUSE_NATIVE_PREBUILD;
+    patched = chosen !== undefined && path.resolve(chosen) === path.resolve(NATIVE_DIR) && existsSync(ours) && (require(ours) as { mountd_patched?: number }).mountd_patched === 1;
   }
   return loaded;
 }
