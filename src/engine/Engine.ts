@@ -1,6 +1,6 @@
 // The storage engine both doors use: buckets, objects, open handles, renames, metadata and the key lifecycle.
 import { createHash } from 'node:crypto';
-import { chmodSync, constants as fsConstants, fchmodSync, lchownSync, linkSync, lstatSync, renameSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, constants as fsConstants, fchmodSync, fstatSync, readSync, lchownSync, linkSync, lstatSync, renameSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -1542,15 +1542,17 @@ export class Engine {
       throw fromSystemError(err, `${bucket}/${key}`);
     }
     try {
-      const st = await fh.stat();
+      // fstat, the 32-byte header and lstat: direct system calls (md5sum or git status open
+      // thousands of files; a thread-pool trip each would cost more than the calls).
+      const st = fstatSync(fh.fd);
       if (!st.isFile()) throw new MountdError(ErrorCode.IsDirectory, `${bucket}/${key}: is a directory`);
       const hb = Buffer.alloc(HEADER_BYTES);
-      await fh.read(hb, 0, HEADER_BYTES, 0);
+      readSync(fh.fd, hb, 0, HEADER_BYTES, 0);
       const header = decodeHeader(hb);
       const record = await this.readRecord(p, `${bucket}/${key}`).catch((err: unknown) => err as Error);
       // The record is read by path: a put or rename that replaced the file since the open gave
       // the new file's record (or none), which does not open this file's data. Same file, or again.
-      const now = await fsp.lstat(p).catch(() => null);
+      const now = lstatSync(p, { throwIfNoEntry: false }) ?? null;
       if (!now || now.ino !== st.ino || now.dev !== st.dev) {
         await fh.close().catch(() => undefined);
         if (attempt >= 8) throw new MountdError(ErrorCode.Busy, `${bucket}/${key}: replaced while it was being opened; retry`);
