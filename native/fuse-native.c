@@ -13,6 +13,8 @@
  *   4. An export `mountd_patched` (= 1) says which binding is loaded.
  *   5. flag_utime_omit_ok: libfuse then passes one-time updates (touch -m, touch -a) with
  *      UTIME_OMIT for the other time, instead of dropping them.
+ *   6. getxattr and listxattr answered a too-small buffer with the full length (past the end of
+ *      the caller's buffer); they now answer ERANGE, as the system call promises.
  *
  * Build: native/build.sh (scripts/setup runs it). Permission is hereby granted, free of charge,
  * to any person obtaining a copy of this software (the MIT licence of fuse-native applies to
@@ -534,6 +536,8 @@ FUSE_METHOD(getxattr, 4, 1, (const char *path, const char *name, char *value, si
   napi_create_uint32(env, 0, &(argv[5]));
 }, {
   if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[2]) == napi_ok);
+  // mountd: a value longer than the caller's buffer is ERANGE, not a length past its end.
+  if (res > 0 && l->size > 0 && (size_t) res > l->size) res = -ERANGE;
 })
 
 #endif
@@ -547,6 +551,8 @@ FUSE_METHOD(listxattr, 2, 1, (const char *path, char *list, size_t size), {
   napi_create_external_buffer(env, l->size, l->list, NULL, NULL, &(argv[3]));
 }, {
   if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[2]) == napi_ok);
+  // mountd: a list longer than the caller's buffer is ERANGE.
+  if (res > 0 && l->size > 0 && (size_t) res > l->size) res = -ERANGE;
 })
 
 FUSE_METHOD_VOID(removexattr, 2, 0, (const char *path, const char *name), {

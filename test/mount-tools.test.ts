@@ -227,6 +227,22 @@ fuseTest('setfattr and getfattr: user.* round-trips; other namespaces are not su
   // The engine's own record is never visible as an attribute.
   const all = (await sh(`getfattr -d -m - --absolute-names ${b}/f`)).split('\n').filter((l) => l !== '' && !l.startsWith('#'));
   t.deepEqual(all, ['user.Mixed.Case="a b c"']);
+  // A buffer too small for the value (or the list) is ERANGE; a size query (0) gets the length.
+  const probe = String.raw`
+import ctypes, ctypes.util, os, sys
+libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+p, out = sys.argv[1].encode(), []
+for name, size in ((b'user.Mixed.Case', 0), (b'user.Mixed.Case', 2), (b'user.Mixed.Case', 64)):
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = libc.getxattr(p, name, buf if size else None, size)
+    out.append('get %d: %s' % (size, n if n >= 0 else os.strerror(ctypes.get_errno())))
+for size in (0, 4, 256):
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = libc.listxattr(p, buf if size else None, size)
+    out.append('list %d: %s' % (size, 'ok' if n > 0 and (size == 0 or n <= size) else os.strerror(ctypes.get_errno())))
+print('; '.join(out))
+`;
+  t.is((await sh(`python3 -c "${probe.replace(/"/g, '\\"')}" ${b}/f`)).trim(), 'get 0: 5; get 2: Numerical result out of range; get 64: 5; list 0: ok; list 4: Numerical result out of range; list 256: ok');
 });
 
 fuseTest('symlinks: ln -s, readlink, following, dangling', async (t) => {
