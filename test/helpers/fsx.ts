@@ -6,6 +6,7 @@
 // itself (a hung mount would hang libuv's thread pool). Same seed, same operation stream.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { eachLine } from './mount.js';
 import { errorCode, s3request } from './s3.js';
 
 export interface FsxOptions {
@@ -283,26 +284,19 @@ out({'done': True, 'counts': counts, **stats, 'seconds': time.time() - started, 
 export function runFsx(opts: FsxOptions): Promise<FsxResult> {
   return new Promise((resolve, reject) => {
     const child = spawn('python3', ['-u', '-c', FSX_PY], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let buffered = '';
     let stderr = '';
     let last: Record<string, unknown> | undefined;
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 600_000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d: string) => {
-      buffered += d;
-      for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        let msg: Record<string, unknown>;
-        try {
-          msg = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          stderr += `(stdout) ${line}\n`;
-          continue;
-        }
-        if (typeof msg.progress === 'number') opts.onProgress?.(msg.progress);
-        else last = msg;
+    eachLine(child.stdout, (line) => {
+      let msg: Record<string, unknown>;
+      try {
+        msg = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        stderr += `(stdout) ${line}\n`;
+        return;
       }
+      if (typeof msg.progress === 'number') opts.onProgress?.(msg.progress);
+      else last = msg;
     });
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
@@ -694,24 +688,17 @@ export function runDoorsWorker(
 ): Promise<DoorsWorkerStats> {
   return new Promise((resolve, reject) => {
     const child = spawn('python3', ['-u', '-c', DOORS_WORKER_PY], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let buffered = '';
     let stderr = '';
     let result: DoorsWorkerStats | undefined;
     const timer = setTimeout(() => child.kill('SIGKILL'), (opts.seconds + 120) * 1000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d: string) => {
-      buffered += d;
-      for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        const msg = JSON.parse(line) as { done?: DoorsWorkerStats; closed?: string; version?: number };
-        if (msg.done) result = msg.done;
-        else if (msg.closed !== undefined) {
-          void (onClosed ? onClosed(msg.closed, msg.version!) : Promise.resolve()).then(
-            () => child.stdin.write('go\n'),
-            () => child.stdin.write('stop\n'),
-          );
-        }
+    eachLine(child.stdout, (line) => {
+      const msg = JSON.parse(line) as { done?: DoorsWorkerStats; closed?: string; version?: number };
+      if (msg.done) result = msg.done;
+      else if (msg.closed !== undefined) {
+        void (onClosed ? onClosed(msg.closed, msg.version!) : Promise.resolve()).then(
+          () => child.stdin.write('go\n'),
+          () => child.stdin.write('stop\n'),
+        );
       }
     });
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -130,6 +130,20 @@ export async function startMount(tag: string, opts: Partial<DaemonOptions> = {})
   return fx;
 }
 
+/** Calls `fn` with each complete line (without its newline) a child writes to `stream`. */
+export function eachLine(stream: NodeJS.ReadableStream, fn: (line: string) => void): void {
+  let buffered = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (d: string) => {
+    buffered += d;
+    for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      fn(line);
+    }
+  });
+}
+
 export interface FdHolder {
   /** Sends one command to the holder; the answer is "ok ..." or "err ERRNO message". */
   send(line: string): Promise<string>;
@@ -179,17 +193,8 @@ for line in sys.stdin:
         print('err %d %s' % (e.errno, e.strerror), flush=True)
 `;
   const child: ChildProcessWithoutNullStreams = spawn('python3', ['-u', '-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let buffered = '';
   const waiting: Array<(line: string) => void> = [];
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d: string) => {
-    buffered += d;
-    for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      waiting.shift()?.(line);
-    }
-  });
+  eachLine(child.stdout, (line) => waiting.shift()?.(line));
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   return {
