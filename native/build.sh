@@ -11,7 +11,9 @@ node_include="$(dirname "$(dirname "$(command -v node)")")/include/node"
 fuse_include=../node_modules/fuse-shared-library-linux/libfuse/include
 napi_include=../node_modules/napi-macros
 [ -f "$fuse_include/fuse.h" ] || { echo "native/build.sh: run npm ci first (fuse-native's headers are missing)" >&2; exit 1; }
-libfuse=$(ldconfig -p | awk '/libfuse\.so\.2 /{print $NF; exit}')
+# awk reads all of ldconfig's output (no early exit): under pipefail an early exit would kill
+# ldconfig with SIGPIPE and this script with status 141 whenever the list outgrows a pipe buffer.
+libfuse=$(ldconfig -p | awk '/libfuse\.so\.2 / && !found {print $NF; found=1}')
 [ -n "$libfuse" ] || { echo "native/build.sh: libfuse.so.2 is missing (apt-get install libfuse2)" >&2; exit 1; }
 mkdir -p build/Release
 gcc -O2 -g -Wall -Wno-unused-result -fPIC -shared -D_FILE_OFFSET_BITS=64 \
