@@ -112,7 +112,12 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
       for (const q of [...handles.pendingUnlinks.keys()]) if (isAtOrBelow(q, p)) await settle(q);
     } else await settle(p);
   };
-  const UNLINK_GRACE_MS = 20;
+  /**
+   * How long the unlink of a hidden file waits for the rename that may follow. The rename is
+   * libfuse's very next request, but on a loaded machine that can take tens of milliseconds
+   * (20 ms was seen to be too short in CI-like load).
+   */
+  const UNLINK_GRACE_MS = 500;
   const done = (op: string, path: string, cb: (e: number) => void, fn: () => Promise<void>) =>
     run(op, path, fn, () => cb(0), cb);
 
