@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds native/build/Release/fuse.node: fuse-native's C glue with mountd's fixes (see the head
+# Builds native/build/Release/fuse.node, fuse-native's C glue with mountd's fixes (see the head
 # of native/fuse-native.c), against Node's headers, fuse-native's libfuse 2.9 headers and the
-# system's libfuse.so.2. Needs gcc; scripts/setup installs it when missing.
+# system's libfuse.so.2; and native/build/crypto.node (native/crypto.c: not in build/Release,
+# where node-gyp-build would take it for fuse-native's binary). Needs gcc;
+# scripts/setup installs it when missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 out=build/Release/fuse.node
@@ -21,3 +23,11 @@ gcc -O2 -g -Wall -Wno-unused-result -fPIC -shared -D_FILE_OFFSET_BITS=64 \
   fuse-native.c -o "$out.tmp" "$libfuse" -lpthread
 mv "$out.tmp" "$out"
 echo "native: built native/$out"
+
+# crypto.node: in-place AES-256-GCM (see the head of crypto.c). Its OpenSSL symbols are left
+# undefined here and resolved against the node binary that loads it (Node exports them).
+crypto_out=build/crypto.node
+gcc -O2 -g -Wall -fPIC -shared -DNODE_GYP_MODULE_NAME=mountd_crypto \
+  -I"$node_include" crypto.c -o "$crypto_out.tmp"
+mv "$crypto_out.tmp" "$crypto_out"
+echo "native: built native/$crypto_out"
