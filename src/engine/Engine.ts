@@ -13,6 +13,7 @@ import {
   KEY_RECORD_XATTR,
   KeyKind,
   META_XATTR,
+  PACKAGE_CIPHERTEXT,
   PACKAGE_NONCE,
   PACKAGE_PLAINTEXT,
   backingSize,
@@ -32,7 +33,8 @@ import { listObjects, type ListOptions, type ListResult } from './list.js';
 import { RwLock } from './mutex.js';
 import { formatRotateProgress, type RotateOptions, type RotateProgress } from './rotate.js';
 import { ObjectKeys, customerKeyMd5, type EncryptionSpec } from './ObjectKeys.js';
-import { OpenFile, writeAll, writeFully, type DirtyBudget, type TailGuard } from './OpenFile.js';
+import { FdFile } from './FdFile.js';
+import { OpenFile, batchPool, packagePool, sealPackageInto, writeAll, writeFully, type DirtyBudget, type TailGuard } from './OpenFile.js';
 
 export type { EncryptionSpec } from './ObjectKeys.js';
 export type { ListOptions, ListResult, ListEntry } from './list.js';
@@ -455,42 +457,48 @@ export class Engine {
       await writeFully(out, header.bytes, 0);
       let pos = HEADER_BYTES;
       let index = 0;
-      // Sealed packages wait in `sealed` and go out in one writev per 2 MiB: no concatenation.
-      const sealed: Buffer[] = [];
-      let sealedBytes = 0;
+      // Packages are sealed into a pooled 2 MiB batch that goes out in one system call: no
+      // buffer is allocated per package (see BufferPool).
+      const batch = batchPool.take();
+      let batchBytes = 0;
       const emit = async (plain: Buffer, final: boolean) => {
-        const nonce = this.random(PACKAGE_NONCE);
-        const box = gcmSeal(oek, nonce, plain, packageAad(header.bytes, index, final));
-        sealed.push(Buffer.from(nonce.buffer, nonce.byteOffset, nonce.length), box);
-        sealedBytes += nonce.length + box.length;
+        if (batchBytes + PACKAGE_CIPHERTEXT > batch.length) {
+          await writeAll(out, [batch.subarray(0, batchBytes)], pos);
+          pos += batchBytes;
+          batchBytes = 0;
+        }
+        batchBytes += sealPackageInto(oek, this.random, header.bytes, index, final, plain, batch.subarray(batchBytes));
         index++;
-        if (sealedBytes >= 2 * 1024 * 1024 || final) {
-          const bufs = sealed.splice(0);
-          await writeAll(out, bufs, pos);
-          pos += sealedBytes;
-          sealedBytes = 0;
+        if (final) {
+          await writeAll(out, [batch.subarray(0, batchBytes)], pos);
+          pos += batchBytes;
+          batchBytes = 0;
         }
       };
       // Each byte of the body is copied once, into the package it belongs to. A full package
       // waits for the next byte: only the end of the stream tells whether it is the final one.
-      let pkg = Buffer.allocUnsafe(PACKAGE_PLAINTEXT);
-      let fill = 0;
-      for await (const chunk of toIterable(body)) {
-        md5.update(chunk);
-        size += chunk.length;
-        for (let at = 0; at < chunk.length; ) {
-          if (fill === PACKAGE_PLAINTEXT) {
-            await emit(pkg, false);
-            pkg = Buffer.allocUnsafe(PACKAGE_PLAINTEXT);
-            fill = 0;
+      const pkg = packagePool.take();
+      try {
+        let fill = 0;
+        for await (const chunk of toIterable(body)) {
+          md5.update(chunk);
+          size += chunk.length;
+          for (let at = 0; at < chunk.length; ) {
+            if (fill === PACKAGE_PLAINTEXT) {
+              await emit(pkg, false);
+              fill = 0;
+            }
+            const n = Math.min(PACKAGE_PLAINTEXT - fill, chunk.length - at);
+            pkg.set(chunk.subarray(at, at + n), fill);
+            fill += n;
+            at += n;
           }
-          const n = Math.min(PACKAGE_PLAINTEXT - fill, chunk.length - at);
-          pkg.set(chunk.subarray(at, at + n), fill);
-          fill += n;
-          at += n;
         }
+        await emit(pkg.subarray(0, fill), true);
+      } finally {
+        packagePool.give(pkg);
+        batchPool.give(batch);
       }
-      await emit(pkg.subarray(0, fill), true);
       const etag = etagOverride ?? md5.digest('hex');
       await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
       await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { etag, ...meta }));
@@ -883,7 +891,7 @@ export class Engine {
     const target = this.store.objectPath(bucket, key);
     const spec = await this.resolveEncryption(bucket, opts.encryption);
     const { oek, record } = await this.keys.create(bucket, key, spec);
-    let created: { fh: fsp.FileHandle; header: FileHeader };
+    let created: { fh: FdFile; header: FileHeader };
     try {
       created = (await this.writeEmptyFile(target, oek, record, opts.mode ?? 0o644, { user: {} }, true, undefined, true))!;
     } catch (err) {
@@ -934,8 +942,9 @@ export class Engine {
     return n;
   }
 
-  async read(h: number, offset: number, length: number): Promise<Buffer> {
-    return this.withHandle(h, (f) => f.read(offset, length));
+  /** Reads up to `length` bytes at `offset`; into `into` when given (no copy), else into a new buffer. */
+  async read(h: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.withHandle(h, (f) => f.read(offset, length, into));
   }
 
   async write(h: number, offset: number, data: Uint8Array): Promise<number> {
@@ -1543,9 +1552,9 @@ export class Engine {
   }
 
   private async load(p: string, bucket: string, key: string, customerKey: Uint8Array | undefined, attempt = 0): Promise<OpenFile> {
-    let fh: fsp.FileHandle;
+    let fh: FdFile;
     try {
-      fh = await fsp.open(p, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
+      fh = FdFile.open(p, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
     } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
     }
@@ -1670,12 +1679,12 @@ export class Engine {
     exclusive: boolean,
     content?: Buffer,
     keepOpen = false,
-  ): Promise<{ fh: fsp.FileHandle; header: FileHeader } | undefined> {
+  ): Promise<{ fh: FdFile; header: FileHeader } | undefined> {
     const header = encodeHeader(this.random(16));
     const tmp = this.store.tempPath('create');
-    let keep: fsp.FileHandle | undefined;
+    let keep: FdFile | undefined;
     try {
-      const fh = await fsp.open(tmp, 'wx+', 0o600);
+      const fh = FdFile.open(tmp, 'wx+', 0o600);
       try {
         const plain = content ?? Buffer.alloc(0);
         const nonce = this.random(PACKAGE_NONCE);

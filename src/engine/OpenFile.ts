@@ -1,7 +1,6 @@
 // One open backing file: its unsealed key, buffered plaintext packages, and package-level read/write/flush.
 import { fstatSync, writevSync } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
-import { gcmOpen, gcmSeal, type RandomSource } from '../crypto/index.js';
+import { gcmOpenInto, gcmSealInto, type RandomSource } from '../crypto/index.js';
 import { ErrorCode, MountdError, fromSystemError } from '../errors/index.js';
 import {
   PACKAGE_CIPHERTEXT,
@@ -17,6 +16,8 @@ import {
   type KeyRecord,
 } from '../format/index.js';
 import { Mutex } from './mutex.js';
+import { BufferPool } from './BufferPool.js';
+import type { BackingHandle } from './FdFile.js';
 
 /**
  * Where a flush keeps the committed bytes of the last package before rewriting it in place (an
@@ -41,6 +42,19 @@ const CLEAN_CACHE_PACKAGES = 24;
 const READAHEAD_PACKAGES = 16;
 /** Contiguous dirty packages written with one system call. */
 const WRITE_BATCH_PACKAGES = 32;
+
+/**
+ * Plaintext packages (dirty and clean caches of every open file) and batches of sealed packages
+ * (a flush's runs, a sequential reader's preads, a PUT's writes), reused instead of allocated.
+ * Caps: 512 packages (a file's whole dirty budget of 16 MiB, twice) and 8 batches of 2 MiB.
+ */
+export const packagePool = new BufferPool(PACKAGE_PLAINTEXT, 512);
+export const batchPool = new BufferPool(WRITE_BATCH_PACKAGES * PACKAGE_CIPHERTEXT, 8, false);
+
+/** Gives a batch (or a view of the start of one) back to its pool; other buffers are left to the collector. */
+function giveBatch(buf: Buffer): void {
+  if (buf.byteOffset === 0 && buf.buffer.byteLength === batchPool.size) batchPool.give(Buffer.from(buf.buffer, 0, batchPool.size));
+}
 
 export class OpenFile {
   readonly mutex = new Mutex();
@@ -72,7 +86,7 @@ export class OpenFile {
     public backingPath: string,
     public bucket: string,
     public key: string,
-    private readonly fh: FileHandle,
+    private readonly fh: BackingHandle,
     readonly header: FileHeader,
     public record: KeyRecord,
     oek: Buffer,
@@ -113,7 +127,7 @@ export class OpenFile {
   dropKey(): void {
     this.oek?.fill(0);
     this.oek = null;
-    for (const b of this.clean.values()) b.fill(0);
+    for (const b of this.clean.values()) packagePool.give(b);
     this.clean.clear();
   }
 
@@ -127,10 +141,12 @@ export class OpenFile {
     return this.oek;
   }
 
-  async read(offset: number, length: number): Promise<Buffer> {
+  /** Reads into `into` when given (its length bounds the read), else into a new buffer; returns the bytes read. */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    if (into) length = Math.min(length, into.length);
     if (offset >= this.logicalSize || length <= 0) return Buffer.alloc(0);
     const end = Math.min(this.logicalSize, offset + length);
-    const out = Buffer.allocUnsafe(end - offset);
+    const out = into ? into.subarray(0, end - offset) : Buffer.allocUnsafe(end - offset);
     let at = offset;
     while (at < end) {
       const index = Math.floor(at / PACKAGE_PLAINTEXT);
@@ -162,7 +178,14 @@ export class OpenFile {
         const existing = Math.max(0, Math.min(PACKAGE_PLAINTEXT, Math.min(this.logicalSize, this.zeroFrom) - start));
         const covers = within === 0 && n >= existing;
         // A whole-package write overwrites every byte: no need to zero the buffer first.
-        pkg = covers ? (n === PACKAGE_PLAINTEXT ? Buffer.allocUnsafe(PACKAGE_PLAINTEXT) : Buffer.alloc(PACKAGE_PLAINTEXT)) : Buffer.from(await this.plaintextPackage(index));
+        if (covers) {
+          pkg = packagePool.take();
+          if (n !== PACKAGE_PLAINTEXT) pkg.fill(0);
+        } else {
+          const src = await this.plaintextPackage(index);
+          pkg = packagePool.take();
+          src.copy(pkg);
+        }
         this.markDirty(index, pkg);
       }
       pkg.set(data.subarray(at - offset, at - offset + n), within);
@@ -184,13 +207,15 @@ export class OpenFile {
       if (within > 0 || index === 0) {
         let pkg = this.dirty.get(index);
         if (!pkg) {
-          pkg = Buffer.from(await this.plaintextPackage(index));
+          const src = await this.plaintextPackage(index);
+          pkg = packagePool.take();
+          src.copy(pkg);
           this.markDirty(index, pkg);
         }
         pkg.fill(0, within);
       }
       // After the read above: a sequential read-ahead there may have cached packages past the cut.
-      for (const i of [...this.clean.keys()]) if (i >= index) this.clean.delete(i);
+      for (const i of [...this.clean.keys()]) if (i >= index) this.forget(i);
       this.zeroFrom = Math.min(this.zeroFrom, size);
     }
     this.logicalSize = size;
@@ -212,12 +237,46 @@ export class OpenFile {
     const firstStale = this.zeroFrom < this.diskSize ? Math.floor(this.zeroFrom / PACKAGE_PLAINTEXT) : oldCount;
     for (let i = Math.min(firstStale, oldCount); i < newCount; i++) write.add(i);
     const indices = [...write].filter((i) => i < newCount).sort((a, b) => a - b);
-    const sealed = new Map<number, Buffer[]>();
-    for (const i of indices) {
-      const pkg = this.dirty.get(i) ?? (await this.plaintextPackage(i));
-      const len = packagePlaintextLength(size, i);
-      sealed.set(i, this.sealPackage(oek, i, i === newCount - 1, pkg.subarray(0, len)));
+    // The plaintext of each package to write: dirty ones as they are, the others (a moved final
+    // flag, zeros past a truncation) copied, so that no cache eviction can recycle them meanwhile.
+    const plain = new Map<number, Buffer>();
+    const copies: Buffer[] = [];
+    try {
+      for (const i of indices) {
+        let pkg = this.dirty.get(i);
+        if (!pkg) {
+          const src = await this.plaintextPackage(i);
+          pkg = packagePool.take();
+          src.copy(pkg);
+          copies.push(pkg);
+        }
+        plain.set(i, pkg.subarray(0, packagePlaintextLength(size, i)));
+      }
+    } catch (err) {
+      for (const c of copies) packagePool.give(c);
+      throw err;
     }
+    try {
+      await this.writePackages(oek, indices, plain, size, newCount);
+    } finally {
+      for (const c of copies) packagePool.give(c);
+    }
+    for (const i of [...this.dirty.keys()]) {
+      const pkg = this.dirty.get(i)!;
+      this.dirty.delete(i);
+      this.budget.dirtyBytes -= PACKAGE_PLAINTEXT;
+      if (i < newCount) this.remember(i, pkg);
+      else packagePool.give(pkg);
+    }
+    this.diskSize = size;
+    this.zeroFrom = size;
+    this.contentChanged = true;
+    return true;
+  }
+
+  /** Seals `indices` (with their plaintexts in `plain`) and writes them, keeping the old last package safe (see below). */
+  private async writePackages(oek: Buffer, indices: number[], plain: Map<number, Buffer>, size: number, newCount: number): Promise<void> {
+    const oldCount = packageCount(this.diskSize);
     // A flush that rewrites the old last package in place (an append moves its final flag; a
     // write into it changes it) can fail half way (ENOSPC) or be cut by a crash: that package
     // holds committed bytes. They are kept, in memory to put the file back after an error, and
@@ -235,21 +294,22 @@ export class OpenFile {
     } catch (err) {
       throw fromSystemError(err, `${this.bucket}/${this.key}`);
     }
+    const batch = batchPool.take();
     try {
-      // Contiguous packages go out in one writev: no copying them into one buffer.
-      let run: Buffer[] = [];
+      // Contiguous packages are sealed into one batch buffer and go out in one system call.
       let runStart = -1;
       let runCount = 0;
+      let runBytes = 0;
       const writeRun = async () => {
         if (runCount === 0) return;
-        await writeAll(this.fh, run, packageOffset(runStart));
-        run = [];
+        await writeAll(this.fh, [batch.subarray(0, runBytes)], packageOffset(runStart));
         runCount = 0;
+        runBytes = 0;
       };
       for (const i of indices) {
         if (runCount > 0 && (i !== runStart + runCount || runCount >= WRITE_BATCH_PACKAGES)) await writeRun();
         if (runCount === 0) runStart = i;
-        run.push(...sealed.get(i)!);
+        runBytes += this.sealPackage(oek, i, i === newCount - 1, plain.get(i)!, batch.subarray(runBytes));
         runCount++;
       }
       await writeRun();
@@ -268,6 +328,8 @@ export class OpenFile {
         if (restored) await this.tail?.drop(this.header.fileId).catch(() => undefined);
       }
       throw fromSystemError(err, `${this.bucket}/${this.key}`);
+    } finally {
+      batchPool.give(batch);
     }
     if (saved && this.tail) {
       try {
@@ -276,15 +338,6 @@ export class OpenFile {
         throw fromSystemError(err, `${this.bucket}/${this.key}`);
       }
     }
-    for (const i of [...this.dirty.keys()]) {
-      const pkg = this.dirty.get(i)!;
-      this.undirty(i);
-      if (i < newCount) this.remember(i, pkg);
-    }
-    this.diskSize = size;
-    this.zeroFrom = size;
-    this.contentChanged = true;
-    return true;
   }
 
   async sync(): Promise<void> {
@@ -310,26 +363,35 @@ export class OpenFile {
 
   private markDirty(index: number, pkg: Buffer): void {
     this.dirty.set(index, pkg);
-    this.clean.delete(index);
+    this.forget(index);
     this.budget.dirtyBytes += PACKAGE_PLAINTEXT;
   }
 
+  /** Drops a buffered package without writing it; its buffer goes back to the pool, zeroed. */
   private undirty(index: number): void {
     const pkg = this.dirty.get(index);
     if (pkg) {
       this.dirty.delete(index);
       this.budget.dirtyBytes -= PACKAGE_PLAINTEXT;
+      packagePool.give(pkg);
+    }
+  }
+
+  /** Drops a decrypted package from the clean cache; its buffer goes back to the pool, zeroed. */
+  private forget(index: number): void {
+    const pkg = this.clean.get(index);
+    if (pkg) {
+      this.clean.delete(index);
+      packagePool.give(pkg);
     }
   }
 
   private remember(index: number, pkg: Buffer): void {
+    const old = this.clean.get(index);
+    if (old && old !== pkg) packagePool.give(old);
     this.clean.delete(index);
     this.clean.set(index, pkg);
-    if (this.clean.size > CLEAN_CACHE_PACKAGES) {
-      const oldest = this.clean.keys().next().value as number;
-      this.clean.get(oldest)?.fill(0);
-      this.clean.delete(oldest);
-    }
+    if (this.clean.size > CLEAN_CACHE_PACKAGES) this.forget(this.clean.keys().next().value as number);
   }
 
   /** The plaintext of package `index` as the file logically is now (may be shorter than 64 KiB). */
@@ -375,39 +437,48 @@ export class OpenFile {
     // The next miss of a sequential reader is the package after this batch.
     this.lastRead = last;
     const length = packageOffset(last) + packagePlaintextLength(this.diskSize, last) + PACKAGE_OVERHEAD - first;
-    if (!buf || got !== length || buf.length !== length) {
-      buf = Buffer.allocUnsafe(length);
+    if (buf && (got !== length || buf.length !== length)) {
+      giveBatch(buf);
+      buf = undefined;
+    }
+    if (!buf) {
+      buf = length <= batchPool.size ? batchPool.take().subarray(0, length) : Buffer.allocUnsafe(length);
       try {
         got = (await this.fh.read(buf, 0, buf.length, first)).bytesRead;
       } catch (err) {
+        giveBatch(buf);
         throw fromSystemError(err, `${this.bucket}/${this.key}`);
       }
     }
     if (sequential) this.readAhead(last + 1, diskCount);
-    if (got !== buf.length) {
-      throw new MountdError(ErrorCode.Integrity, `${this.bucket}/${this.key}: package ${index + Math.floor(got / PACKAGE_CIPHERTEXT)} is truncated`);
-    }
-    let result: Buffer | undefined;
-    for (let i = index; i <= last; i++) {
-      // A write may have buffered one of these while the read was in flight: the buffered one wins.
-      if (i !== index && this.dirty.has(i)) continue;
-      const at = packageOffset(i) - first;
-      const sealed = buf.subarray(at, at + packagePlaintextLength(this.diskSize, i) + PACKAGE_OVERHEAD);
-      const plain = this.openPackage(oek, i, i === diskCount - 1, sealed);
-      let full: Buffer;
-      if (plain.length === PACKAGE_PLAINTEXT) full = plain;
-      else {
-        full = Buffer.alloc(PACKAGE_PLAINTEXT);
-        plain.copy(full);
-        plain.fill(0);
+    try {
+      if (got !== buf.length) {
+        throw new MountdError(ErrorCode.Integrity, `${this.bucket}/${this.key}: package ${index + Math.floor(got / PACKAGE_CIPHERTEXT)} is truncated`);
       }
-      // Bytes past the truncation point within this package must read as zeros.
-      const start = i * PACKAGE_PLAINTEXT;
-      if (this.zeroFrom < start + PACKAGE_PLAINTEXT) full.fill(0, Math.max(0, this.zeroFrom - start));
-      this.remember(i, full);
-      if (i === index) result = full;
+      let result: Buffer | undefined;
+      for (let i = index; i <= last; i++) {
+        // A write may have buffered one of these while the read was in flight: the buffered one wins.
+        if (i !== index && this.dirty.has(i)) continue;
+        const at = packageOffset(i) - first;
+        const plainLength = packagePlaintextLength(this.diskSize, i);
+        const sealed = buf.subarray(at, at + plainLength + PACKAGE_OVERHEAD);
+        const full = packagePool.take();
+        try {
+          this.openPackage(oek, i, i === diskCount - 1, sealed, full.subarray(0, plainLength));
+        } catch (err) {
+          packagePool.give(full);
+          throw err;
+        }
+        // Past the plaintext, and past the truncation point within this package, bytes read as zeros.
+        const start = i * PACKAGE_PLAINTEXT;
+        full.fill(0, Math.max(0, Math.min(plainLength, this.zeroFrom - start)));
+        this.remember(i, full);
+        if (i === index) result = full;
+      }
+      return result!;
+    } finally {
+      giveBatch(buf);
     }
-    return result!;
   }
 
   /** Starts reading the ciphertext of the batch at `index` in the background (see `ahead`). */
@@ -417,42 +488,56 @@ export class OpenFile {
     if (count === 0) return;
     const first = packageOffset(index);
     const last = index + count - 1;
-    const buf = Buffer.allocUnsafe(packageOffset(last) + packagePlaintextLength(this.diskSize, last) + PACKAGE_OVERHEAD - first);
+    const length = packageOffset(last) + packagePlaintextLength(this.diskSize, last) + PACKAGE_OVERHEAD - first;
+    const buf = length <= batchPool.size ? batchPool.take().subarray(0, length) : Buffer.allocUnsafe(length);
     const data = this.fh.read(buf, 0, buf.length, first).then(
       (r) => ({ buf, got: r.bytesRead }),
-      () => null, // read again, in the reader's own request, which reports the error
+      () => {
+        giveBatch(buf);
+        return null; // read again, in the reader's own request, which reports the error
+      },
     );
     this.ahead = { index, count, data };
   }
 
-  /** [nonce, ciphertext || tag]: the package's bytes in two pieces, for writev. */
-  private sealPackage(oek: Buffer, index: number, final: boolean, plaintext: Uint8Array): Buffer[] {
-    const nonce = this.random(PACKAGE_NONCE);
-    return [Buffer.from(nonce.buffer, nonce.byteOffset, nonce.length), gcmSeal(oek, nonce, plaintext, packageAad(this.header.bytes, index, final))];
+  /** Seals one package into the start of `out` (nonce, ciphertext, tag); returns its length. */
+  private sealPackage(oek: Buffer, index: number, final: boolean, plaintext: Uint8Array, out: Buffer): number {
+    return sealPackageInto(oek, this.random, this.header.bytes, index, final, plaintext, out);
   }
 
-  private openPackage(oek: Buffer, index: number, final: boolean, sealed: Buffer): Buffer {
-    return gcmOpen(
+  /** Opens one sealed package (nonce, ciphertext, tag) into `out` (its plaintext length). */
+  private openPackage(oek: Buffer, index: number, final: boolean, sealed: Buffer, out: Buffer): void {
+    gcmOpenInto(
       oek,
       sealed.subarray(0, PACKAGE_NONCE),
       sealed.subarray(PACKAGE_NONCE),
       packageAad(this.header.bytes, index, final),
+      out,
       `${this.bucket}/${this.key} package ${index}`,
     );
   }
+}
+
+/** Seals one package into the start of `out` (nonce, ciphertext, tag); returns its length. */
+export function sealPackageInto(oek: Buffer, random: RandomSource, header: Uint8Array, index: number, final: boolean, plaintext: Uint8Array, out: Buffer): number {
+  const nonce = random(PACKAGE_NONCE);
+  out.set(nonce, 0);
+  const end = PACKAGE_OVERHEAD + plaintext.length;
+  gcmSealInto(oek, out.subarray(0, PACKAGE_NONCE), plaintext, packageAad(header, index, final), out.subarray(PACKAGE_NONCE, end));
+  return end;
 }
 
 /** writev until every byte of `bufs` is written at `position`. */
 /** Writes up to this size go out with a direct system call: a thread-pool trip costs more. */
 const SYNC_WRITE_BYTES = 256 * 1024;
 
-export async function writeAll(fh: FileHandle, bufs: Buffer[], position: number): Promise<void> {
+export async function writeAll(fh: BackingHandle, bufs: Buffer[], position: number): Promise<void> {
   const total = bufs.reduce((n, b) => n + b.length, 0);
   const bytesWritten = total <= SYNC_WRITE_BYTES ? writevSync(fh.fd, bufs, position) : (await fh.writev(bufs, position)).bytesWritten;
   if (bytesWritten < total) await writeFully(fh, Buffer.concat(bufs).subarray(bytesWritten), position + bytesWritten);
 }
 
-export async function writeFully(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+export async function writeFully(fh: BackingHandle, buf: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < buf.length) {
     const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);

@@ -302,8 +302,8 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
         'read',
         p,
         async () => {
-          const data = await engine.read(fd, pos, len);
-          return data.copy(buf, 0, 0, Math.min(len, data.length));
+          // Decrypted straight into libfuse's reply buffer.
+          return (await engine.read(fd, pos, len, buf.subarray(0, len))).length;
         },
         cb,
         cb,
