@@ -33,7 +33,7 @@ import { listObjects, type ListOptions, type ListResult } from './list.js';
 import { RwLock } from './mutex.js';
 import { formatRotateProgress, type RotateOptions, type RotateProgress } from './rotate.js';
 import { ObjectKeys, customerKeyMd5, type EncryptionSpec } from './ObjectKeys.js';
-import { FdFile } from './FdFile.js';
+import { FdFile, Writeback } from './FdFile.js';
 import { OpenFile, batchPool, packagePool, sealPackageInto, writeAll, writeFully, type DirtyBudget, type TailGuard } from './OpenFile.js';
 
 export type { EncryptionSpec } from './ObjectKeys.js';
@@ -461,9 +461,12 @@ export class Engine {
       // buffer is allocated per package (see BufferPool).
       const batch = batchPool.take();
       let batchBytes = 0;
+      // The disk writes the object while the rest of the body is encrypted (see Writeback).
+      const writeback = new Writeback(out);
       const emit = async (plain: Buffer, final: boolean) => {
         if (batchBytes + PACKAGE_CIPHERTEXT > batch.length) {
           await writeAll(out, [batch.subarray(0, batchBytes)], pos);
+          writeback.wrote(batchBytes);
           pos += batchBytes;
           batchBytes = 0;
         }
@@ -498,6 +501,8 @@ export class Engine {
       } finally {
         packagePool.give(pkg);
         batchPool.give(batch);
+        // No background fdatasync may outlive the file handle; its error is this PUT's.
+        await writeback.settle();
       }
       const etag = etagOverride ?? md5.digest('hex');
       await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));

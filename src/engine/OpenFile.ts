@@ -17,7 +17,7 @@ import {
 } from '../format/index.js';
 import { Mutex } from './mutex.js';
 import { BufferPool } from './BufferPool.js';
-import type { BackingHandle } from './FdFile.js';
+import { Writeback, type BackingHandle } from './FdFile.js';
 
 /**
  * Where a flush keeps the committed bytes of the last package before rewriting it in place (an
@@ -81,6 +81,8 @@ export class OpenFile {
    * write, truncate or flush: it would be stale.
    */
   private ahead: { index: number; count: number; data: Promise<{ buf: Buffer; got: number } | null> } | null = null;
+  /** Background fdatasync of what flushes wrote (a streaming write's final fsync waits for less). */
+  private readonly writeback: Writeback;
 
   constructor(
     public backingPath: string,
@@ -99,6 +101,7 @@ export class OpenFile {
     this.diskSize = size;
     this.logicalSize = size;
     this.zeroFrom = size;
+    this.writeback = new Writeback(fh);
   }
 
   get size(): number {
@@ -223,6 +226,7 @@ export class OpenFile {
 
   /** Encrypts every buffered package and writes it, then trims the backing file; no-op when clean. */
   async flush(): Promise<boolean> {
+    this.reportWritebackError();
     if (!this.isDirty) return false;
     this.ahead = null;
     const oek = this.requireKey();
@@ -303,6 +307,7 @@ export class OpenFile {
       const writeRun = async () => {
         if (runCount === 0) return;
         await writeAll(this.fh, [batch.subarray(0, runBytes)], packageOffset(runStart));
+        this.writeback.wrote(runBytes);
         runCount = 0;
         runBytes = 0;
       };
@@ -348,6 +353,7 @@ export class OpenFile {
   /** fsync of the backing file alone (what earlier flushes wrote); needs no key. */
   async syncDisk(): Promise<void> {
     try {
+      await this.writeback.settle();
       await this.fh.sync();
     } catch (err) {
       throw fromSystemError(err, `${this.bucket}/${this.key}`);
@@ -358,7 +364,17 @@ export class OpenFile {
   async close(): Promise<void> {
     for (const i of [...this.dirty.keys()]) this.undirty(i);
     this.dropKey();
+    await this.writeback.settle().catch(() => undefined);
     await this.fh.close().catch(() => undefined);
+  }
+
+  /** A background fdatasync's error, as the flush's own (close(2) and fsync(2) must report it). */
+  private reportWritebackError(): void {
+    try {
+      this.writeback.check();
+    } catch (err) {
+      throw fromSystemError(err, `${this.bucket}/${this.key}`);
+    }
   }
 
   private markDirty(index: number, pkg: Buffer): void {
