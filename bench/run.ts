@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { s3Bench, type S3Row } from './s3.js';
 import { keyBench, type KeyRow } from './keys.js';
+import { roundTripBench } from './roundtrip.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -18,7 +19,7 @@ const flag = (name: string, def: string) => {
 };
 const SIZE_MIB = Number(flag('size-mib', '1024'));
 const FILES = Number(flag('files', '3000'));
-const ONLY = flag('only', 'mount,s3,keys').split(',');
+const ONLY = flag('only', 'mount,roundtrip,s3,keys').split(',');
 const WORK = flag('work', path.join(os.tmpdir(), 'mountd-bench'));
 
 function sh(cmd: string, opts: { cwd?: string; timeoutMs?: number } = {}): string {
@@ -252,6 +253,21 @@ async function main(): Promise<void> {
           .map(([k, c]) => `- ${k}: \`${c}\``)
           .join('\n') +
         `\n\nThe null FUSE filesystem is bench/nullfs.mjs: a pass-through through fuse-native with the same mount options as mountd and no crypto, the ceiling of the binding. gocryptfs runs with its defaults (\`-scryptn 10\` only speeds up its key derivation at mount).\n\n${table}\n`,
+    );
+  }
+  if (ONLY.includes('roundtrip')) {
+    const rows = await roundTripBench({ root: ROOT, work: WORK });
+    const lines = ['| served by | requests | µs per request |', '|---|---|---|'];
+    const labels: Record<string, string> = {
+      'fuse-native': 'fuse-native (libfuse high-level loop on its threads, hand-off to the main thread): mountd and the null FUSE today',
+      'll-probe': 'libfuse low-level session on the main event loop (native/ll-probe.c), answered at once',
+      'll-probe-promise': 'the same, answered from a promise (as async JavaScript answers)',
+      gocryptfs: 'gocryptfs (go-fuse)',
+    };
+    for (const r of rows) lines.push(`| ${labels[r.target] ?? r.target} | ${r.requests} | ${fmt(r.usPerRequest, 1)} |`);
+    console.log(lines.join('\n'));
+    sections.push(
+      `## Per-request floor\n\n\`stat\` of ${rows[0]?.requests ?? 0} missing names on a file system that answers every lookup "no such file" at once (bench/roundtrip.ts, bench/roundtrip-server.mjs): the cost of one FUSE request and nothing else. A \`tar x\` of the tarball above makes about 16 requests per file.\n\n${lines.join('\n')}\n`,
     );
   }
   if (ONLY.includes('s3')) {
