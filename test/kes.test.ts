@@ -2,7 +2,7 @@
 // The keystore behaviour suite itself lives in helpers/keystore-suite.ts, shared with the aws keystore.
 
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -190,16 +190,17 @@ test('fs: files hold no key material, files are 0600 and the directory 0700, no 
     for (const needle of needles) t.is(content.indexOf(needle), -1, `${f} contains key material`);
     const doc = JSON.parse(content.toString('utf8')) as Record<string, unknown>;
     t.deepEqual(Object.keys(doc).sort(), ['algorithm', 'created_at', 'created_by', 'enabled', 'name', 'sealed', 'version']);
-    t.is(doc.version, 1);
+    t.is(doc.version, 2);
     t.is(doc.algorithm, 'AES256');
     t.is(`${String(doc.name)}.key`, f);
     t.is(Buffer.from(String(doc.sealed), 'base64').length, 12 + 32 + 16);
   }
 
   // The sealed form really is the documented one: unseal it independently.
-  const doc = JSON.parse(await readFile(join(dir, 'imported-key.key'), 'utf8')) as { sealed: string };
+  const doc = JSON.parse(await readFile(join(dir, 'imported-key.key'), 'utf8')) as { sealed: string; algorithm: string; created_at: string; created_by: string; enabled: boolean };
   const sealed = new Uint8Array(Buffer.from(doc.sealed, 'base64'));
-  const unsealed = gcm(masterKey, sealed.slice(0, 12), enc('mountd kes keystore v1\0imported-key')).decrypt(sealed.slice(12));
+  const aad = `mountd kes keystore v2\0${JSON.stringify(['imported-key', doc.algorithm, doc.created_at, doc.created_by, doc.enabled])}`;
+  const unsealed = gcm(masterKey, sealed.slice(0, 12), enc(aad)).decrypt(sealed.slice(12));
   t.deepEqual(unsealed, importedEk);
 });
 
@@ -248,8 +249,55 @@ test('fs: an unknown file version is reported as unsupported, not as a missing k
   await server.createKey('ek', 'test');
   const path = join(dir, 'ek.key');
   const doc = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
-  await writeFile(path, JSON.stringify({ ...doc, version: 2 }), { mode: 0o600 });
+  await writeFile(path, JSON.stringify({ ...doc, version: 3 }), { mode: 0o600 });
   await rejectsWith(t, new KeyServer(new FsKeystore(dir, new Uint8Array(32))).describeKey('ek'), ErrorCode.UnsupportedFormat);
+});
+
+test('fs: the enabled flag and the other fields are authenticated: a disabled key does not come back by an edit of its file', async (t) => {
+  const { dir, masterKey, server } = await fsServer();
+  await server.createKey('ek', 'test');
+  const g = await server.generate('ek', enc('c'));
+  await server.disableKey('ek');
+  const path = join(dir, 'ek.key');
+  const doc = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  t.is(doc.version, 2);
+  t.is(doc.enabled, false);
+  for (const edit of [{ enabled: true }, { created_by: 'someone else' }, { created_at: '2020-01-01T00:00:00.000Z' }]) {
+    await writeFile(path, JSON.stringify({ ...doc, ...edit }), { mode: 0o600 });
+    const fresh = new KeyServer(new FsKeystore(dir, masterKey));
+    await rejectsWith(t, fresh.decrypt('ek', g.ciphertext, enc('c')), ErrorCode.Integrity);
+    await rejectsWith(t, fresh.describeKey('ek'), ErrorCode.Integrity);
+  }
+  await writeFile(path, JSON.stringify(doc), { mode: 0o600 });
+  const back = new KeyServer(new FsKeystore(dir, masterKey));
+  await rejectsWith(t, back.decrypt('ek', g.ciphertext, enc('c')), ErrorCode.KeyDisabled);
+});
+
+test('fs: version-1 key files (enabled flag not authenticated) are rewritten as version 2 when the keystore opens, same key and state', async (t) => {
+  const { dir, masterKey, server } = await fsServer();
+  await server.createKey('on', 'test');
+  await server.createKey('off', 'test');
+  await server.disableKey('off');
+  const gOn = await server.generate('on', enc('c'));
+  // What version 1 wrote: the same fields, the key sealed with only its name as AAD.
+  for (const name of ['on', 'off']) {
+    const path = join(dir, `${name}.key`);
+    const doc = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown> & { sealed: string };
+    const sealed = Buffer.from(doc.sealed, 'base64');
+    const d = createDecipheriv('aes-256-gcm', masterKey, sealed.subarray(0, 12));
+    d.setAAD(Buffer.from(`mountd kes keystore v2\0${JSON.stringify([name, doc.algorithm, doc.created_at, doc.created_by, doc.enabled])}`));
+    d.setAuthTag(sealed.subarray(44));
+    const ek = Buffer.concat([d.update(sealed.subarray(12, 44)), d.final()]);
+    const nonce = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', masterKey, nonce);
+    c.setAAD(Buffer.from(`mountd kes keystore v1\0${name}`));
+    const v1 = Buffer.concat([nonce, c.update(ek), c.final(), c.getAuthTag()]);
+    await writeFile(path, JSON.stringify({ ...doc, version: 1, sealed: v1.toString('base64') }), { mode: 0o600 });
+  }
+  const reopened = new KeyServer(new FsKeystore(dir, masterKey));
+  t.deepEqual(await reopened.decrypt('on', gOn.ciphertext, enc('c')), gOn.plaintext);
+  await rejectsWith(t, reopened.generate('off', enc('c')), ErrorCode.KeyDisabled);
+  for (const name of ['on', 'off']) t.is((JSON.parse(await readFile(join(dir, `${name}.key`), 'utf8')) as { version: number }).version, 2, name);
 });
 
 test('fs: list ignores files that are not key files', async (t) => {

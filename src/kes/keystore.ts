@@ -104,9 +104,14 @@ export class MemKeystore implements Keystore {
   }
 }
 
-/** On-disk record of one key; `sealed` = base64(nonce(12) || AES-256-GCM ciphertext || tag(16)). */
-interface KeyFileV1 {
-  version: 1;
+/**
+ * On-disk record of one key; `sealed` = base64(nonce(12) || AES-256-GCM ciphertext || tag(16)).
+ * Version 2 authenticates every field (the enabled flag above all: a disabled key must not come
+ * back to life by an edit of the file); version 1 bound only the name, and is rewritten as
+ * version 2 when the keystore opens.
+ */
+interface KeyFile {
+  version: 1 | 2;
   name: string;
   algorithm: 'AES256';
   created_at: string;
@@ -120,10 +125,16 @@ const SEAL_NONCE_LENGTH = 12;
 const SEAL_TAG_LENGTH = 16;
 const SEALED_LENGTH = SEAL_NONCE_LENGTH + EK_LENGTH + SEAL_TAG_LENGTH;
 const SEAL_AAD_PREFIX = 'mountd kes keystore v1\0';
+const SEAL_AAD_PREFIX_V2 = 'mountd kes keystore v2\0';
 
-/** Binds a sealed key to its name, so that renaming or swapping key files fails to unseal. */
+/** Version 1: binds a sealed key to its name only. */
 function sealAad(name: string): Buffer {
   return Buffer.from(SEAL_AAD_PREFIX + name, 'utf8');
+}
+
+/** Version 2: binds the sealed key to its name, algorithm, creation and enabled state. */
+function sealAadV2(e: { name: string; algorithm: string; createdAt: string; createdBy: string; enabled: boolean }): Buffer {
+  return Buffer.from(SEAL_AAD_PREFIX_V2 + JSON.stringify([e.name, e.algorithm, e.createdAt, e.createdBy, e.enabled]), 'utf8');
 }
 
 /**
@@ -232,6 +243,7 @@ export class FsKeystore implements Keystore {
           await mkdir(this.dir, { recursive: true, mode: 0o700 });
           // The directory is ours alone; tighten one created earlier under a looser umask.
           await chmod(this.dir, 0o700);
+          await this.#upgradeV1Files();
         } catch (err) {
           this.#ready = undefined;
           throw this.#failure(`open keystore directory ${this.dir}`, err);
@@ -241,24 +253,51 @@ export class FsKeystore implements Keystore {
     return this.#ready;
   }
 
+  /**
+   * Rewrites version-1 key files (whose enabled flag was not authenticated) as version 2, same
+   * key, same state. A file that does not unseal is left as it is: reading it reports why.
+   */
+  async #upgradeV1Files(): Promise<void> {
+    let upgraded = 0;
+    for (const f of await readdir(this.dir)) {
+      const name = f.endsWith(KEY_FILE_SUFFIX) ? f.slice(0, -KEY_FILE_SUFFIX.length) : '';
+      if (!isValidKeyName(name)) continue;
+      const file = this.#path(name);
+      try {
+        const raw = await readFile(file, 'utf8');
+        if ((JSON.parse(raw) as { version?: unknown }).version !== 1) continue;
+        const entry = this.#parse(name, file, raw);
+        try {
+          await rename(await this.#writeTemp(entry), file);
+          upgraded++;
+        } finally {
+          entry.key.fill(0);
+        }
+      } catch {
+        // unreadable or tampered: get() reports it
+      }
+    }
+    if (upgraded > 0) await this.#syncDir();
+  }
+
   #seal(entry: KeyEntry): string {
     const nonce = randomBytes(SEAL_NONCE_LENGTH);
     const cipher = createCipheriv('aes-256-gcm', this.#masterKey, nonce);
-    cipher.setAAD(sealAad(entry.name));
+    cipher.setAAD(sealAadV2(entry));
     const ct = Buffer.concat([cipher.update(entry.key), cipher.final()]);
     const sealed = Buffer.concat([nonce, ct, cipher.getAuthTag()]);
     return sealed.toString('base64');
   }
 
   #parse(name: string, file: string, raw: string): KeyEntry {
-    let doc: Partial<KeyFileV1>;
+    let doc: Partial<KeyFile>;
     try {
-      doc = JSON.parse(raw) as Partial<KeyFileV1>;
+      doc = JSON.parse(raw) as Partial<KeyFile>;
     } catch (err) {
       throw integrity(`key file ${file}`, err);
     }
     if (typeof doc !== 'object' || doc === null) throw integrity(`key file ${file}`);
-    if (doc.version !== 1) {
+    if (doc.version !== 1 && doc.version !== 2) {
       throw new MountdError(ErrorCode.UnsupportedFormat, `key file ${file}: unsupported version`);
     }
     if (
@@ -276,7 +315,9 @@ export class FsKeystore implements Keystore {
     let key: Buffer;
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.#masterKey, sealed.subarray(0, SEAL_NONCE_LENGTH));
-      decipher.setAAD(sealAad(name));
+      decipher.setAAD(
+        doc.version === 1 ? sealAad(name) : sealAadV2({ name, algorithm: doc.algorithm, createdAt: doc.created_at, createdBy: doc.created_by, enabled: doc.enabled }),
+      );
       decipher.setAuthTag(sealed.subarray(SEAL_NONCE_LENGTH + EK_LENGTH));
       key = Buffer.concat([
         decipher.update(sealed.subarray(SEAL_NONCE_LENGTH, SEAL_NONCE_LENGTH + EK_LENGTH)),
@@ -299,8 +340,8 @@ export class FsKeystore implements Keystore {
   }
 
   async #writeTemp(entry: KeyEntry): Promise<string> {
-    const doc: KeyFileV1 = {
-      version: 1,
+    const doc: KeyFile = {
+      version: 2,
       name: entry.name,
       algorithm: entry.algorithm,
       created_at: entry.createdAt,
