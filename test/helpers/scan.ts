@@ -111,9 +111,21 @@ export async function collectKeyServerSecrets(root: string): Promise<Secret[]> {
   const out: Secret[] = [{ label: 'master key', bytes: master, allowedIn: [path.join('.mountd', 'kes', 'master.key')] }];
   for (const n of await fsp.readdir(path.join(kes, 'keys')).catch(() => [] as string[])) {
     if (!n.endsWith('.key')) continue;
-    const doc = JSON.parse(await fsp.readFile(path.join(kes, 'keys', n), 'utf8')) as { name: string; sealed: string };
+    const doc = JSON.parse(await fsp.readFile(path.join(kes, 'keys', n), 'utf8')) as {
+      version: number;
+      name: string;
+      algorithm: string;
+      created_at: string;
+      created_by: string;
+      enabled: boolean;
+      sealed: string;
+    };
     const sealed = Buffer.from(doc.sealed, 'base64');
-    const aad = Buffer.concat([Buffer.from('mountd kes keystore v1\0', 'utf8'), Buffer.from(doc.name, 'utf8')]);
+    // FORMAT.md: version 2 authenticates every field, version 1 only the name.
+    const aad =
+      doc.version === 1
+        ? Buffer.from(`mountd kes keystore v1\0${doc.name}`, 'utf8')
+        : Buffer.from(`mountd kes keystore v2\0${JSON.stringify([doc.name, doc.algorithm, doc.created_at, doc.created_by, doc.enabled])}`, 'utf8');
     out.push({ label: `EK ${doc.name}`, bytes: Buffer.from(gcm(master, sealed.subarray(0, 12), aad).decrypt(sealed.subarray(12))) });
   }
   return out;
