@@ -15,6 +15,11 @@
  *      UTIME_OMIT for the other time, instead of dropping them.
  *   6. getxattr and listxattr answered a too-small buffer with the full length (past the end of
  *      the caller's buffer); they now answer ERANGE, as the system call promises.
+ *   7. The answer to a create, chmod, chown, utimens or truncate may carry the file's new
+ *      attributes (mountd_prime_stat, called by JavaScript just before its callback): libfuse's
+ *      high-level API asks getattr for them right after, on the same thread, and that getattr
+ *      is then answered here instead of by a second trip to JavaScript, which costs more than
+ *      computing them (a `tar x` makes four such pairs per file).
  *
  * Build: native/build.sh (scripts/setup runs it). Permission is hereby granted, free of charge,
  * to any person obtaining a copy of this software (the MIT licence of fuse-native applies to
@@ -60,6 +65,7 @@ napi_status napi_detach_arraybuffer(napi_env env, napi_value buf);
   l->op = op_##name;\
   l->op_fn = fuse_native_dispatch_##name;\
   blk\
+  l->mountd_primed = 0;\
   uv_async_send(&(l->async));\
   uv_sem_wait(&(l->sem));\
   return l->res;
@@ -81,6 +87,7 @@ napi_status napi_detach_arraybuffer(napi_env env, napi_value buf);
     NAPI_ARGV_INT32(res, 1);\
     signalBlk\
     l->res = res;\
+    mountd_take_primed(l);\
     uv_sem_post(&(l->sem));\
     return NULL;\
   }\
@@ -201,7 +208,30 @@ typedef struct {
   uv_sem_t sem;
   uv_async_t async;
 
+  // mountd (7): attributes JavaScript gave with its last answer, for the getattr of that path
+  // that libfuse makes next on this thread. Cleared by any other request on the thread.
+  int mountd_primed;
+  uint32_t mountd_primed_ints[18];
+  char mountd_primed_path[4096];
+
 } fuse_thread_locals_t;
+
+// mountd (7): set on the main thread by mountd_prime_stat, moved into the answering thread's
+// locals by the signal that follows it at once (both run on the main thread, one after the other).
+// The path makes sure the attributes go only with an answer about that very path (an answer
+// fuse-native already gave, after its own timeout, would otherwise pass them on to another).
+static int mountd_pending_primed = 0;
+static uint32_t mountd_pending_ints[18];
+static char mountd_pending_path[4096];
+
+static void mountd_take_primed (fuse_thread_locals_t *l) {
+  if (!mountd_pending_primed) return;
+  mountd_pending_primed = 0;
+  if (l->res != 0 || l->path == NULL || strcmp(l->path, mountd_pending_path) != 0) return;
+  memcpy(l->mountd_primed_ints, mountd_pending_ints, sizeof(mountd_pending_ints));
+  strcpy(l->mountd_primed_path, mountd_pending_path);
+  l->mountd_primed = 1;
+}
 
 static pthread_key_t thread_locals_key;
 static fuse_thread_locals_t* get_thread_locals();
@@ -280,6 +310,12 @@ FUSE_METHOD(statfs, 1, 1, (const char * path, struct statvfs *statvfs), {
 FUSE_METHOD(getattr, 1, 1, (const char *path, struct stat *stat), {
   l->path = path;
   l->stat = stat;
+  if (l->mountd_primed && path != NULL && strcmp(path, l->mountd_primed_path) == 0) {
+    l->mountd_primed = 0;
+    memset(stat, 0, sizeof(*stat));
+    populate_stat(l->mountd_primed_ints, stat);
+    return 0;
+  }
 }, {
   napi_create_string_utf8(env, l->path ? l->path : "" /* mountd */, NAPI_AUTO_LENGTH, &(argv[2]));
 }, {
@@ -291,6 +327,12 @@ FUSE_METHOD(fgetattr, 2, 1, (const char *path, struct stat *stat, struct fuse_fi
   l->path = path;
   l->stat = stat;
   l->info = info;
+  if (l->mountd_primed && path != NULL && strcmp(path, l->mountd_primed_path) == 0) {
+    l->mountd_primed = 0;
+    memset(stat, 0, sizeof(*stat));
+    populate_stat(l->mountd_primed_ints, stat);
+    return 0;
+  }
 }, {
   napi_create_string_utf8(env, l->path ? l->path : "" /* mountd */, NAPI_AUTO_LENGTH, &(argv[2]));
   if (l->info != NULL) {
@@ -933,6 +975,23 @@ NAPI_METHOD(fuse_native_unmount) {
   return NULL;
 }
 
+// mountd (7): the attributes (fuse-native's 18-word stat array) that go with the next answer.
+NAPI_METHOD(mountd_prime_stat) {
+  NAPI_ARGV(2)
+  NAPI_ARGV_BUFFER_CAST(uint32_t*, ints, 0)
+  if (ints_len < sizeof(mountd_pending_ints)) {
+    napi_throw_range_error(env, NULL, "mountd_prime_stat: expected 18 words");
+    return NULL;
+  }
+  size_t path_len = 0;
+  mountd_pending_primed = 0;
+  if (napi_get_value_string_utf8(env, argv[1], mountd_pending_path, sizeof(mountd_pending_path), &path_len) != napi_ok) return NULL;
+  if (path_len >= sizeof(mountd_pending_path) - 1) return NULL; // too long to compare: no priming
+  memcpy(mountd_pending_ints, ints, sizeof(mountd_pending_ints));
+  mountd_pending_primed = 1;
+  return NULL;
+}
+
 NAPI_INIT() {
   const napi_node_version* version;
   assert(napi_get_node_version(env, &version) == napi_ok);
@@ -947,6 +1006,7 @@ NAPI_INIT() {
 
   NAPI_EXPORT_FUNCTION(fuse_native_mount)
   NAPI_EXPORT_FUNCTION(fuse_native_unmount)
+  NAPI_EXPORT_FUNCTION(mountd_prime_stat)
 
   NAPI_EXPORT_FUNCTION(fuse_native_signal_getattr)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_init)

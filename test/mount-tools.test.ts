@@ -414,3 +414,43 @@ fuseTest('names longer than an object key allows are ENAMETOOLONG; a mount point
   t.not(inside.code, 0);
   t.regex(inside.stderr, /must not contain each other/);
 });
+
+fuseTest('the attributes a create, chmod, chown, utimens and truncate answer with are the new ones (our C glue answers libfuse getattr with them)', async (t) => {
+  const b = await bucket(t, 'setattr-answers');
+  const f = path.join(b, 'f');
+  // Each stat right after the change comes from the answer to it (the kernel caches it): a
+  // stale answer (attributes from before the change) would fail here.
+  const fh = await fsp.open(f, 'wx', 0o640);
+  t.is((await fh.stat()).mode & 0o777, 0o640);
+  t.is((await fsp.stat(f)).size, 0);
+  await fh.write(Buffer.from('0123456789'));
+  await fh.close();
+  for (const mode of [0o600, 0o755, 0o444, 0o644]) {
+    await fsp.chmod(f, mode);
+    t.is((await fsp.stat(f)).mode & 0o777, mode);
+  }
+  await fsp.chown(f, 1234, 5678);
+  let st = await fsp.stat(f);
+  t.is(st.uid, 1234);
+  t.is(st.gid, 5678);
+  await fsp.utimes(f, new Date('2001-02-03T04:05:06.789Z'), new Date('2002-03-04T05:06:07.891Z'));
+  st = await fsp.stat(f);
+  t.is(st.mtime.toISOString(), '2002-03-04T05:06:07.891Z');
+  t.is(st.atime.toISOString(), '2001-02-03T04:05:06.789Z');
+  await fsp.truncate(f, 123_456);
+  t.is((await fsp.stat(f)).size, 123_456);
+  const h = await fsp.open(f, 'r+');
+  await h.truncate(7);
+  t.is((await h.stat()).size, 7);
+  await h.close();
+  t.is(await fsp.readFile(f, 'utf8'), '0123456');
+  // A refused change answers with an error and leaves the attributes as they were.
+  await t.throwsAsync(() => fsp.chmod(path.join(b, 'missing'), 0o600), { code: 'ENOENT' });
+  t.is((await fsp.stat(f)).mode & 0o777, 0o644);
+  // The store has them too: the backing file carries the mode, owner and times.
+  const backing = path.join(t.context.fx.dataDir, 'setattr-answers', 'f');
+  const raw = await fsp.stat(backing);
+  t.is(raw.mode & 0o777, 0o644);
+  t.is(raw.uid, 1234);
+  t.is(raw.gid, 5678);
+});

@@ -92,6 +92,7 @@ export interface FuseClass {
 
 let loaded: FuseClass | undefined;
 let patched = false;
+let primeExport: ((ints: Uint32Array, path: string) => void) | null = null;
 
 /** native/: fuse-native's C glue with our fixes, built by native/build.sh (scripts/setup). */
 const NATIVE_DIR = fileURLToPath(new URL('../../native/', import.meta.url));
@@ -108,7 +109,9 @@ export function loadFuse(): FuseClass {
     if (existsSync(ours) && process.env.FUSE_NATIVE_PREBUILD === undefined) process.env.FUSE_NATIVE_PREBUILD = NATIVE_DIR;
     loaded = require('fuse-native') as FuseClass;
     const chosen = process.env.FUSE_NATIVE_PREBUILD;
-    patched = chosen !== undefined && path.resolve(chosen) === path.resolve(NATIVE_DIR) && existsSync(ours) && (require(ours) as { mountd_patched?: number }).mountd_patched === 1;
+    const native = chosen !== undefined && path.resolve(chosen) === path.resolve(NATIVE_DIR) && existsSync(ours) ? (require(ours) as { mountd_patched?: number; mountd_prime_stat?: (ints: Uint32Array, path: string) => void }) : null;
+    patched = native?.mountd_patched === 1;
+    primeExport = patched ? (native?.mountd_prime_stat ?? null) : null;
   }
   return loaded;
 }
@@ -120,6 +123,41 @@ export function loadFuse(): FuseClass {
  */
 export function isPatchedBinding(): boolean {
   return patched;
+}
+
+/**
+ * Hands our C glue the attributes that go with the answer about to be given (to a create,
+ * chmod, chown, utimens or truncate): libfuse asks getattr for them next, and the C glue then
+ * answers that getattr itself instead of a second trip to JavaScript (see native/fuse-native.c,
+ * change 7). Must be called right before the callback of the request about `path`. A no-op
+ * with the published binary.
+ */
+export function primeAttributes(path: string, st: FuseStat): void {
+  if (!primeExport) return;
+  // fuse-native's layout (getStatArray): mode, uid, gid, size (2 words), dev, nlink, ino, rdev,
+  // blksize, blocks (2 words), atime, mtime, ctime (2 words each, milliseconds).
+  const ints = new Uint32Array(18);
+  const two = (at: number, n: number) => {
+    ints[at] = n % 4294967296;
+    ints[at + 1] = Math.floor(n / 4294967296);
+  };
+  ints[0] = st.mode;
+  ints[1] = st.uid;
+  ints[2] = st.gid;
+  two(3, st.size);
+  ints[6] = st.nlink;
+  ints[7] = st.ino ?? 0;
+  ints[9] = st.blksize ?? 0;
+  two(10, st.blocks ?? 0);
+  two(12, st.atime);
+  two(14, st.mtime);
+  two(16, st.ctime);
+  primeExport(ints, path);
+}
+
+/** True when answers can carry attributes (primeAttributes does something). */
+export function canPrimeAttributes(): boolean {
+  return primeExport !== null;
 }
 
 export const UTIME_NOW_MS = 2 ** 52;

@@ -3,7 +3,7 @@ import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { Engine, Logger, Stat } from '../engine/index.js';
 import { ErrorCode, isMountdError } from '../errors/index.js';
-import { isPatchedBinding, UTIME_NOW_MS, UTIME_OMIT_MS, type FuseOperations, type FuseStat, type FuseStatfs } from './binding.js';
+import { canPrimeAttributes, isPatchedBinding, primeAttributes, UTIME_NOW_MS, UTIME_OMIT_MS, type FuseOperations, type FuseStat, type FuseStatfs } from './binding.js';
 import { errno, toErrno } from './errno.js';
 import type { OpenHandleTable } from './OpenHandleTable.js';
 import { engineKey, isAtOrBelow, isHiddenName, parseMountPath, type MountPath } from './paths.js';
@@ -120,6 +120,28 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
   const UNLINK_GRACE_MS = 500;
   const done = (op: string, path: string, cb: (e: number) => void, fn: () => Promise<void>) =>
     run(op, path, fn, () => cb(0), cb);
+  /**
+   * The attributes libfuse will ask for right after this answer (it follows every create and
+   * setattr with a getattr of the path), or null. They go with the answer (primeAttributes):
+   * computing them here costs less than that getattr's trip from libfuse's thread and back.
+   */
+  const attributesAfter = async (p: string): Promise<FuseStat | null> =>
+    canPrimeAttributes() ? await statOf(p, parseMountPath(p)).catch(() => null) : null;
+  /** `done` for a setattr (chmod, chown, utimens, truncate): the answer carries the new attributes. */
+  const doneSetattr = (op: string, path: string, cb: (e: number) => void, fn: () => Promise<void>) =>
+    run(
+      op,
+      path,
+      async () => {
+        await fn();
+        return attributesAfter(path);
+      },
+      (st) => {
+        if (st) primeAttributes(path, st);
+        cb(0);
+      },
+      cb,
+    );
 
   /** An object path, or `otherwise` for the root and bucket directories (no files live at the root). */
   const objectAt = (p: string, otherwise: Parameters<typeof errno>[0] = 'EPERM'): { bucket: string; key: string } => {
@@ -266,9 +288,12 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
           const { bucket, key } = objectAt(p);
           const fh = await engine.create(bucket, key, { mode: mode & 0o7777 });
           handles.add(fh, p, false);
-          return fh;
+          return { fh, st: await attributesAfter(p) };
         },
-        (fh) => cb(0, fh),
+        ({ fh, st }) => {
+          if (st) primeAttributes(p, st);
+          cb(0, fh);
+        },
         cb,
       );
     },
@@ -340,7 +365,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
     },
 
     truncate(p, size, cb) {
-      done('truncate', p, cb, async () => {
+      doneSetattr('truncate', p, cb, async () => {
         const open = handles.hiddenStat(p) ? handles.at(p)[0] : undefined;
         if (open) return engine.ftruncate(open.fh, size);
         const mp = parseMountPath(p);
@@ -350,7 +375,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
     },
 
     ftruncate(p, fd, size, cb) {
-      done('ftruncate', p, cb, () => engine.ftruncate(fd, size));
+      doneSetattr('ftruncate', p, cb, () => engine.ftruncate(fd, size));
     },
 
     unlink(p, cb) {
@@ -429,7 +454,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
     },
 
     chmod(p, mode, cb) {
-      done('chmod', p, cb, async () => {
+      doneSetattr('chmod', p, cb, async () => {
         const hidden = handles.hiddenStat(p);
         if (hidden) {
           hidden.mode = mode & 0o7777;
@@ -442,7 +467,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
     },
 
     chown(p, uid, gid, cb) {
-      done('chown', p, cb, async () => {
+      doneSetattr('chown', p, cb, async () => {
         if (handles.hiddenStat(p)) return;
         const ek = engineKey(parseMountPath(p));
         if (!ek) throw refuse('EPERM');
@@ -452,7 +477,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
     },
 
     utimens(p, atime, mtime, cb) {
-      done('utimens', p, cb, async () => {
+      doneSetattr('utimens', p, cb, async () => {
         if (handles.hiddenStat(p)) return;
         const ek = engineKey(parseMountPath(p));
         if (!ek) throw refuse('EPERM');
