@@ -20,6 +20,8 @@
  *      high-level API asks getattr for them right after, on the same thread, and that getattr
  *      is then answered here instead of by a second trip to JavaScript, which costs more than
  *      computing them (a `tar x` makes four such pairs per file).
+ *   8. getxattr of a name outside user.* answers ENOTSUP here, as mountd's JavaScript would:
+ *      the kernel asks for security.capability after every write to a file.
  *
  * Build: native/build.sh (scripts/setup runs it). Permission is hereby granted, free of charge,
  * to any person obtaining a copy of this software (the MIT licence of fuse-native applies to
@@ -571,6 +573,9 @@ FUSE_METHOD(getxattr, 4, 1, (const char *path, const char *name, char *value, si
   l->name = name;
   l->value = value;
   l->size = size;
+  // mountd (8): only user.* attributes exist on the mount (src/fuse/operations.ts answers
+  // ENOTSUP for every other name); the kernel asks for security.capability on every write.
+  if (name == NULL || strncmp(name, "user.", 5) != 0 || name[5] == '\0') return -ENOTSUP;
 }, {
   napi_create_string_utf8(env, l->path ? l->path : "" /* mountd */, NAPI_AUTO_LENGTH, &(argv[2]));
   napi_create_string_utf8(env, l->name, NAPI_AUTO_LENGTH, &(argv[3]));
