@@ -1,5 +1,5 @@
 // The backing directory: bucket and object paths, xattrs, temp files, fsync and the daemon lock. No crypto.
-import { constants as fsConstants } from 'node:fs';
+import { closeSync, constants as fsConstants, fsync, openSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -168,11 +168,12 @@ export class BackingStore {
 
   private runDirSync(dir: string, st: { running: Promise<void> | null; next: Promise<void> | null }): Promise<void> {
     const run = (async () => {
-      const fh = await fsp.open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+      // Open and close directly (quick metadata calls); the fsync itself in the thread pool.
+      const fd = openSync(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
       try {
-        await fh.sync();
+        await new Promise<void>((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
       } finally {
-        await fh.close();
+        closeSync(fd);
       }
     })();
     st.running = run;
