@@ -220,16 +220,20 @@ typedef struct {
 
 // mountd (7): set on the main thread by mountd_prime_stat, moved into the answering thread's
 // locals by the signal that follows it at once (both run on the main thread, one after the other).
-// The path makes sure the attributes go only with an answer about that very path (an answer
-// fuse-native already gave, after its own timeout, would otherwise pass them on to another).
+// fuse-native's JavaScript defers each signal to process.nextTick, so other answers' signals can
+// run between mountd_prime_stat and the one it belongs to: the attributes go only with a
+// successful answer to the same operation on the same path (another answer, a flush of that
+// file say, would otherwise carry them to a getattr much later). Two answers of the same kind
+// on the same path in that window may swap them: each is the state after its own change or later.
 static int mountd_pending_primed = 0;
+static uint32_t mountd_pending_op = 0;
 static uint32_t mountd_pending_ints[18];
 static char mountd_pending_path[4096];
 
 static void mountd_take_primed (fuse_thread_locals_t *l) {
-  if (!mountd_pending_primed) return;
-  mountd_pending_primed = 0;
+  if (!mountd_pending_primed || l->op != mountd_pending_op) return;
   if (l->res != 0 || l->path == NULL || strcmp(l->path, mountd_pending_path) != 0) return;
+  mountd_pending_primed = 0;
   memcpy(l->mountd_primed_ints, mountd_pending_ints, sizeof(mountd_pending_ints));
   strcpy(l->mountd_primed_path, mountd_pending_path);
   l->mountd_primed = 1;
@@ -980,19 +984,25 @@ NAPI_METHOD(fuse_native_unmount) {
   return NULL;
 }
 
-// mountd (7): the attributes (fuse-native's 18-word stat array) that go with the next answer.
+// mountd (7): mountd_prime_stat(ints, path, op): the attributes (fuse-native's 18-word stat
+// array) that go with the coming successful answer to operation `op` (its op_ code) on `path`;
+// mountd_prime_stat(null) forgets any.
 NAPI_METHOD(mountd_prime_stat) {
-  NAPI_ARGV(2)
+  NAPI_ARGV(3)
+  mountd_pending_primed = 0;
+  bool is_buffer = false;
+  if (napi_is_typedarray(env, argv[0], &is_buffer) != napi_ok || !is_buffer) return NULL;
   NAPI_ARGV_BUFFER_CAST(uint32_t*, ints, 0)
   if (ints_len < sizeof(mountd_pending_ints)) {
     napi_throw_range_error(env, NULL, "mountd_prime_stat: expected 18 words");
     return NULL;
   }
+  NAPI_ARGV_UINT32(op, 2)
   size_t path_len = 0;
-  mountd_pending_primed = 0;
   if (napi_get_value_string_utf8(env, argv[1], mountd_pending_path, sizeof(mountd_pending_path), &path_len) != napi_ok) return NULL;
   if (path_len >= sizeof(mountd_pending_path) - 1) return NULL; // too long to compare: no priming
   memcpy(mountd_pending_ints, ints, sizeof(mountd_pending_ints));
+  mountd_pending_op = op;
   mountd_pending_primed = 1;
   return NULL;
 }

@@ -184,11 +184,7 @@ export class OpenFile {
         if (covers) {
           pkg = packagePool.take();
           if (n !== PACKAGE_PLAINTEXT) pkg.fill(0);
-        } else {
-          const src = await this.plaintextPackage(index);
-          pkg = packagePool.take();
-          src.copy(pkg);
-        }
+        } else pkg = await this.ownCopy(index);
         this.markDirty(index, pkg);
       }
       pkg.set(data.subarray(at - offset, at - offset + n), within);
@@ -210,9 +206,7 @@ export class OpenFile {
       if (within > 0 || index === 0) {
         let pkg = this.dirty.get(index);
         if (!pkg) {
-          const src = await this.plaintextPackage(index);
-          pkg = packagePool.take();
-          src.copy(pkg);
+          pkg = await this.ownCopy(index);
           this.markDirty(index, pkg);
         }
         pkg.fill(0, within);
@@ -249,9 +243,7 @@ export class OpenFile {
       for (const i of indices) {
         let pkg = this.dirty.get(i);
         if (!pkg) {
-          const src = await this.plaintextPackage(i);
-          pkg = packagePool.take();
-          src.copy(pkg);
+          pkg = await this.ownCopy(i);
           copies.push(pkg);
         }
         plain.set(i, pkg.subarray(0, packagePlaintextLength(size, i)));
@@ -408,6 +400,14 @@ export class OpenFile {
     this.clean.delete(index);
     this.clean.set(index, pkg);
     if (this.clean.size > CLEAN_CACHE_PACKAGES) this.forget(this.clean.keys().next().value as number);
+  }
+
+  /** A pooled copy of package `index` as the file is now: the caller owns it (the caches may recycle theirs). */
+  private async ownCopy(index: number): Promise<Buffer> {
+    const src = await this.plaintextPackage(index);
+    const pkg = packagePool.take();
+    src.copy(pkg);
+    return pkg;
   }
 
   /** The plaintext of package `index` as the file logically is now (may be shorter than 64 KiB). */

@@ -92,7 +92,8 @@ export interface FuseClass {
 
 let loaded: FuseClass | undefined;
 let patched = false;
-let primeExport: ((ints: Uint32Array, path: string) => void) | null = null;
+let primeExport: ((ints: Uint32Array | null, path?: string, op?: number) => void) | null = null;
+let opCodes: Record<string, number> = {};
 
 /** native/: fuse-native's C glue with our fixes, built by native/build.sh (scripts/setup). */
 const NATIVE_DIR = fileURLToPath(new URL('../../native/', import.meta.url));
@@ -109,9 +110,15 @@ export function loadFuse(): FuseClass {
     if (existsSync(ours) && process.env.FUSE_NATIVE_PREBUILD === undefined) process.env.FUSE_NATIVE_PREBUILD = NATIVE_DIR;
     loaded = require('fuse-native') as FuseClass;
     const chosen = process.env.FUSE_NATIVE_PREBUILD;
-    const native = chosen !== undefined && path.resolve(chosen) === path.resolve(NATIVE_DIR) && existsSync(ours) ? (require(ours) as { mountd_patched?: number; mountd_prime_stat?: (ints: Uint32Array, path: string) => void }) : null;
+    const native =
+      chosen !== undefined && path.resolve(chosen) === path.resolve(NATIVE_DIR) && existsSync(ours)
+        ? (require(ours) as Record<string, unknown> & { mountd_patched?: number; mountd_prime_stat?: (ints: Uint32Array | null, path?: string, op?: number) => void })
+        : null;
     patched = native?.mountd_patched === 1;
     primeExport = patched ? (native?.mountd_prime_stat ?? null) : null;
+    opCodes = {};
+    for (const op of PRIMED_OPS) if (typeof native?.[`op_${op}`] === 'number') opCodes[op] = native[`op_${op}`] as number;
+    if (Object.keys(opCodes).length !== PRIMED_OPS.length) primeExport = null;
   }
   return loaded;
 }
@@ -125,15 +132,23 @@ export function isPatchedBinding(): boolean {
   return patched;
 }
 
+/** The operations whose answers can carry attributes (libfuse follows each with a getattr). */
+export const PRIMED_OPS = ['create', 'chmod', 'chown', 'utimens', 'truncate', 'ftruncate'] as const;
+export type PrimedOp = (typeof PRIMED_OPS)[number];
+
 /**
- * Hands our C glue the attributes that go with the answer about to be given (to a create,
- * chmod, chown, utimens or truncate): libfuse asks getattr for them next, and the C glue then
- * answers that getattr itself instead of a second trip to JavaScript (see native/fuse-native.c,
- * change 7). Must be called right before the callback of the request about `path`. A no-op
- * with the published binary.
+ * Hands our C glue the attributes that go with the successful answer about to be given to `op`
+ * on `path`: libfuse asks getattr for them next, and the C glue then answers that getattr itself
+ * instead of a second trip to JavaScript (see native/fuse-native.c, change 7). Call it right
+ * before the callback; with `st` null it forgets attributes given earlier and not yet taken. A
+ * no-op with the published binary.
  */
-export function primeAttributes(path: string, st: FuseStat): void {
+export function primeAttributes(op: PrimedOp, path: string, st: FuseStat | null): void {
   if (!primeExport) return;
+  if (!st) {
+    primeExport(null);
+    return;
+  }
   // fuse-native's layout (getStatArray): mode, uid, gid, size (2 words), dev, nlink, ino, rdev,
   // blksize, blocks (2 words), atime, mtime, ctime (2 words each, milliseconds).
   const ints = new Uint32Array(18);
@@ -152,7 +167,7 @@ export function primeAttributes(path: string, st: FuseStat): void {
   two(12, st.atime);
   two(14, st.mtime);
   two(16, st.ctime);
-  primeExport(ints, path);
+  primeExport(ints, path, opCodes[op]);
 }
 
 /** True when answers can carry attributes (primeAttributes does something). */

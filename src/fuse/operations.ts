@@ -3,7 +3,7 @@ import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { Engine, Logger, Stat } from '../engine/index.js';
 import { ErrorCode, isMountdError } from '../errors/index.js';
-import { canPrimeAttributes, isPatchedBinding, primeAttributes, UTIME_NOW_MS, UTIME_OMIT_MS, type FuseOperations, type FuseStat, type FuseStatfs } from './binding.js';
+import { canPrimeAttributes, isPatchedBinding, primeAttributes, type PrimedOp, UTIME_NOW_MS, UTIME_OMIT_MS, type FuseOperations, type FuseStat, type FuseStatfs } from './binding.js';
 import { errno, toErrno } from './errno.js';
 import type { OpenHandleTable } from './OpenHandleTable.js';
 import { engineKey, isAtOrBelow, isHiddenName, parseMountPath, type MountPath } from './paths.js';
@@ -128,7 +128,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
   const attributesAfter = async (p: string): Promise<FuseStat | null> =>
     canPrimeAttributes() ? await statOf(p, parseMountPath(p)).catch(() => null) : null;
   /** `done` for a setattr (chmod, chown, utimens, truncate): the answer carries the new attributes. */
-  const doneSetattr = (op: string, path: string, cb: (e: number) => void, fn: () => Promise<void>) =>
+  const doneSetattr = (op: PrimedOp, path: string, cb: (e: number) => void, fn: () => Promise<void>) =>
     run(
       op,
       path,
@@ -137,7 +137,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
         return attributesAfter(path);
       },
       (st) => {
-        if (st) primeAttributes(path, st);
+        primeAttributes(op, path, st);
         cb(0);
       },
       cb,
@@ -291,7 +291,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
           return { fh, st: await attributesAfter(p) };
         },
         ({ fh, st }) => {
-          if (st) primeAttributes(p, st);
+          primeAttributes('create', p, st);
           cb(0, fh);
         },
         cb,
