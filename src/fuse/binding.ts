@@ -119,6 +119,8 @@ export function loadFuse(): FuseClass {
     opCodes = {};
     for (const op of PRIMED_OPS) if (typeof native?.[`op_${op}`] === 'number') opCodes[op] = native[`op_${op}`] as number;
     if (Object.keys(opCodes).length !== PRIMED_OPS.length) primeExport = null;
+    // MOUNTD_FUSE_PRIME=0: every getattr goes to JavaScript (to rule the shortcut out).
+    if (process.env.MOUNTD_FUSE_PRIME === '0') primeExport = null;
   }
   return loaded;
 }
