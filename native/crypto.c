@@ -62,16 +62,22 @@ static int get_args(napi_env env, napi_callback_info info, bytes_t a[5]) {
   return 1;
 }
 
+// Key, nonce and AAD into a fresh GCM operation: enc 1 seals, 0 opens.
+static int gcm_begin(EVP_CIPHER_CTX *ctx, int enc, const bytes_t *key, const bytes_t *nonce, const bytes_t *aad) {
+  int n = 0;
+  return ctx && EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) == 1 &&
+         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1 &&
+         EVP_CipherInit_ex(ctx, NULL, NULL, key->p, nonce->p, enc) == 1 &&
+         (aad->n == 0 || EVP_CipherUpdate(ctx, NULL, &n, aad->p, (int)aad->n) == 1);
+}
+
 static napi_value seal_into(napi_env env, napi_callback_info info) {
   bytes_t a[5];
   if (!get_args(env, info, a)) return NULL;
   if (a[4].n != a[3].n + TAG) { napi_throw_range_error(env, NULL, "out: must be the plaintext's length + 16"); return NULL; }
   EVP_CIPHER_CTX *ctx = ctx_get();
   int n = 0, m = 0;
-  int ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-           EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1 &&
-           EVP_EncryptInit_ex(ctx, NULL, NULL, a[0].p, a[1].p) == 1 &&
-           (a[2].n == 0 || EVP_EncryptUpdate(ctx, NULL, &n, a[2].p, (int)a[2].n) == 1) &&
+  int ok = gcm_begin(ctx, 1, &a[0], &a[1], &a[2]) &&
            (a[3].n == 0 || EVP_EncryptUpdate(ctx, a[4].p, &n, a[3].p, (int)a[3].n) == 1) &&
            EVP_EncryptFinal_ex(ctx, a[4].p + n, &m) == 1 &&
            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG, a[4].p + a[3].n) == 1;
@@ -91,10 +97,7 @@ static napi_value open_into(napi_env env, napi_callback_info info) {
   memcpy(tag, a[3].p + len, TAG); // the input may alias the output
   EVP_CIPHER_CTX *ctx = ctx_get();
   int n = 0, m = 0;
-  int ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
-           EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1 &&
-           EVP_DecryptInit_ex(ctx, NULL, NULL, a[0].p, a[1].p) == 1 &&
-           (a[2].n == 0 || EVP_DecryptUpdate(ctx, NULL, &n, a[2].p, (int)a[2].n) == 1) &&
+  int ok = gcm_begin(ctx, 0, &a[0], &a[1], &a[2]) &&
            (len == 0 || EVP_DecryptUpdate(ctx, a[4].p, &n, a[3].p, (int)len) == 1) &&
            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG, tag) == 1 &&
            EVP_DecryptFinal_ex(ctx, a[4].p + n, &m) == 1;

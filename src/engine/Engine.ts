@@ -465,20 +465,17 @@ export class Engine {
       let batchBytes = 0;
       // The disk writes the object while the rest of the body is encrypted (see Writeback).
       const writeback = new Writeback(out);
+      const writeBatch = async () => {
+        await writeAll(out, [batch.subarray(0, batchBytes)], pos);
+        writeback.wrote(batchBytes);
+        pos += batchBytes;
+        batchBytes = 0;
+      };
       const emit = async (plain: Buffer, final: boolean) => {
-        if (batchBytes + PACKAGE_CIPHERTEXT > batch.length) {
-          await writeAll(out, [batch.subarray(0, batchBytes)], pos);
-          writeback.wrote(batchBytes);
-          pos += batchBytes;
-          batchBytes = 0;
-        }
+        if (batchBytes + PACKAGE_CIPHERTEXT > batch.length) await writeBatch();
         batchBytes += sealPackageInto(oek, this.random, header.bytes, index, final, plain, batch.subarray(batchBytes));
         index++;
-        if (final) {
-          await writeAll(out, [batch.subarray(0, batchBytes)], pos);
-          pos += batchBytes;
-          batchBytes = 0;
-        }
+        if (final) await writeBatch();
       };
       // Each byte of the body is copied once, into the package it belongs to. A full package
       // waits for the next byte: only the end of the stream tells whether it is the final one.
