@@ -32,6 +32,13 @@ gcc -O2 -g -Wall -fPIC -shared -DNODE_GYP_MODULE_NAME=mountd_crypto \
 mv "$crypto_out.tmp" "$crypto_out"
 echo "native: built native/$crypto_out"
 
+# fuse-ll.node: mountd's low-level FUSE binding (see the head of fuse-ll.c), the mount's default.
+ll_out=build/fuse-ll.node
+gcc -O2 -g -Wall -fPIC -shared -D_FILE_OFFSET_BITS=64 -DNODE_GYP_MODULE_NAME=mountd_fuse_ll \
+  -I"$node_include" -I"$fuse_include" fuse-ll.c -o "$ll_out.tmp" "$libfuse"
+mv "$ll_out.tmp" "$ll_out"
+echo "native: built native/$ll_out"
+
 # ll-probe.node: the benchmark's round-trip probe (see the head of ll-probe.c); not used by mountd.
 probe_out=build/ll-probe.node
 gcc -O2 -g -Wall -fPIC -shared -D_FILE_OFFSET_BITS=64 -DNODE_GYP_MODULE_NAME=ll_probe \

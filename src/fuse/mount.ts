@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import type { Engine, Logger } from '../engine/index.js';
 import { ErrorCode, MountdError } from '../errors/index.js';
 import { isPatchedBinding, loadFuse, type FuseInstance } from './binding.js';
+import { LOW_LEVEL_NATIVE_PATH, LowLevelMount, loadLowLevel } from './lowlevel.js';
 import { makeOperations } from './operations.js';
 import { OpenHandleTable } from './OpenHandleTable.js';
 import { isAtOrBelow } from './paths.js';
@@ -55,6 +56,31 @@ export function mountOptionString(directIo: boolean): string {
   return opts.join(',');
 }
 
+/** libfuse -o options of the low-level session (direct_io is given per open there). */
+export function lowLevelOptionString(debug: boolean): string {
+  const opts = ['fsname=mountd', 'subtype=mountd', 'big_writes', `max_write=${MAX_WRITE}`];
+  if (debug) opts.push('debug');
+  return opts.join(',');
+}
+
+export type FuseBindingName = 'lowlevel' | 'fuse-native';
+
+/**
+ * The binding that serves the mount: MOUNTD_FUSE_BINDING=lowlevel (the default when
+ * native/build/fuse-ll.node is built) or fuse-native (libfuse's high-level API on its threads).
+ */
+export function chosenBinding(): { kind: 'lowlevel'; native: NonNullable<ReturnType<typeof loadLowLevel>> } | { kind: 'fuse-native' } {
+  const want = process.env.MOUNTD_FUSE_BINDING ?? '';
+  if (want !== '' && want !== 'lowlevel' && want !== 'fuse-native') {
+    throw new MountdError(ErrorCode.InvalidArgument, `MOUNTD_FUSE_BINDING must be lowlevel or fuse-native, not ${JSON.stringify(want)}`);
+  }
+  if (want === 'fuse-native') return { kind: 'fuse-native' };
+  const native = loadLowLevel();
+  if (native) return { kind: 'lowlevel', native };
+  if (want === 'lowlevel') throw new MountdError(ErrorCode.InvalidArgument, `MOUNTD_FUSE_BINDING=lowlevel, but ${LOW_LEVEL_NATIVE_PATH} is not built (run native/build.sh)`);
+  return { kind: 'fuse-native' };
+}
+
 export async function mountFilesystem(engine: Engine, opts: MountOptions): Promise<MountHandle> {
   const { log } = opts;
   const mountPoint = path.resolve(opts.mountPoint);
@@ -63,29 +89,51 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
   if (isAtOrBelow(mountPoint, root) || isAtOrBelow(root, mountPoint)) {
     throw new MountdError(ErrorCode.InvalidArgument, `the mount point ${mountPoint} and the data directory ${root} must not contain each other`);
   }
-  const Fuse = loadFuse();
-  if (!isPatchedBinding()) {
-    log.warn('mount: native/build/Release/fuse.node is missing, so fuse-native\'s prebuilt binding serves the mount: times set through it take the access time as the modification time (cp -a, tar, rsync); run native/build.sh (scripts/setup does)');
-  }
+  const binding = chosenBinding();
   await clearStaleMount(mountPoint, log);
   await fsp.mkdir(mountPoint, { recursive: true });
 
   const handles = new OpenHandleTable();
-  const fuse: FuseInstance = new Fuse(mountPoint, makeOperations({ engine, handles, log }), {
-    fsname: mountOptionString(opts.directIo ?? true),
-    subtype: 'mountd',
-    force: false,
-    mkdir: false,
-    // libfuse's own trace of every request on stderr, for diagnosing a tool that misbehaves.
-    debug: process.env.MOUNTD_FUSE_DEBUG === '1',
-    // fuse-native answers ETIMEDOUT after this; a rename re-seals every file below it. Never
-    // for requests whose buffer is libfuse's memory (read, write, getxattr, listxattr): after a
-    // timeout libfuse frees it, and the late answer would copy into (or out of) freed memory.
-    timeout: { default: 60_000, rename: 600_000, read: false, write: false, getxattr: false, listxattr: false },
-  });
-  await new Promise<void>((resolve, reject) =>
-    fuse.mount((err) => (err ? reject(new MountdError(ErrorCode.Internal, `FUSE mount at ${mountPoint} failed: ${err.message} (libfuse says why on stderr)`, { cause: err })) : resolve())),
-  );
+  let detach: () => Promise<Error | null>;
+  if (binding.kind === 'lowlevel') {
+    const ll = new LowLevelMount(binding.native, makeOperations({ engine, handles, log, lowLevel: true }), {
+      mountPoint,
+      options: lowLevelOptionString(process.env.MOUNTD_FUSE_DEBUG === '1'),
+      directIo: opts.directIo ?? true,
+      log,
+    });
+    try {
+      ll.mount();
+    } catch (err) {
+      throw new MountdError(ErrorCode.Internal, `FUSE mount at ${mountPoint} failed: ${(err as Error).message}`, { cause: err });
+    }
+    detach = async () => {
+      ll.unmount();
+      return null;
+    };
+  } else {
+    const Fuse = loadFuse();
+    if (!isPatchedBinding()) {
+      log.warn('mount: native/build/Release/fuse.node is missing, so fuse-native\'s prebuilt binding serves the mount: times set through it take the access time as the modification time (cp -a, tar, rsync); run native/build.sh (scripts/setup does)');
+    }
+    const fuse: FuseInstance = new Fuse(mountPoint, makeOperations({ engine, handles, log }), {
+      fsname: mountOptionString(opts.directIo ?? true),
+      subtype: 'mountd',
+      force: false,
+      mkdir: false,
+      // libfuse's own trace of every request on stderr, for diagnosing a tool that misbehaves.
+      debug: process.env.MOUNTD_FUSE_DEBUG === '1',
+      // fuse-native answers ETIMEDOUT after this; a rename re-seals every file below it. Never
+      // for requests whose buffer is libfuse's memory (read, write, getxattr, listxattr): after a
+      // timeout libfuse frees it, and the late answer would copy into (or out of) freed memory.
+      timeout: { default: 60_000, rename: 600_000, read: false, write: false, getxattr: false, listxattr: false },
+    });
+    await new Promise<void>((resolve, reject) =>
+      fuse.mount((err) => (err ? reject(new MountdError(ErrorCode.Internal, `FUSE mount at ${mountPoint} failed: ${err.message} (libfuse says why on stderr)`, { cause: err })) : resolve())),
+    );
+    detach = () => new Promise<Error | null>((resolve) => fuse.unmount(resolve));
+  }
+  log.info(`mount: ${mountPoint} served through ${binding.kind === 'lowlevel' ? 'the low-level binding (native/fuse-ll.c)' : 'fuse-native'}`);
 
   let unmounting: Promise<void> | undefined;
   const unmount = async (): Promise<void> => {
@@ -99,7 +147,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
       await (u.done ?? engine.unlink(u.bucket, u.key, { ifIno: u.ino })).catch((err: Error) => log.warn(`unmount: unlink of ${p} failed: ${err.message}`));
       handles.pendingUnlinks.delete(p);
     }
-    const err = await new Promise<Error | null>((resolve) => fuse.unmount(resolve));
+    const err = await detach();
     if (err) {
       log.warn(`unmount of ${mountPoint}: ${err.message}; trying a lazy umount`);
       await run('umount', ['-l', mountPoint], { timeout: 10_000 }).catch((e: Error) => {

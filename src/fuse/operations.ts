@@ -79,9 +79,16 @@ export interface OperationsContext {
   engine: Engine;
   handles: OpenHandleTable;
   log: Logger;
+  /**
+   * Served through native/fuse-ll.c (src/fuse/lowlevel.ts): times arrive exact, with UTIME_NOW_MS
+   * and UTIME_OMIT_MS, and no answer carries primed attributes (a low-level answer has its own).
+   */
+  lowLevel?: boolean;
 }
 
-export function makeOperations({ engine, handles, log }: OperationsContext): FuseOperations {
+export function makeOperations({ engine, handles, log, lowLevel = false }: OperationsContext): FuseOperations {
+  const preciseTimes = lowLevel || isPatchedBinding();
+  const primes = !lowLevel && canPrimeAttributes();
   /** Runs one request: the answer, or the mapped errno of whatever was thrown. */
   const run = <T>(op: string, path: string, fn: () => Promise<T>, reply: (v: T) => void, fail: (e: number) => void): void => {
     const go = () => fn().then(reply, (err: unknown) => fail(err instanceof Refusal ? err.errno : toErrno(err, op, path, log)));
@@ -126,7 +133,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
    * computing them here costs less than that getattr's trip from libfuse's thread and back.
    */
   const attributesAfter = async (p: string): Promise<FuseStat | null> =>
-    canPrimeAttributes() ? await statOf(p, parseMountPath(p)).catch(() => null) : null;
+    primes ? await statOf(p, parseMountPath(p)).catch(() => null) : null;
   /** `done` for a setattr (chmod, chown, utimens, truncate): the answer carries the new attributes. */
   const doneSetattr = (op: PrimedOp, path: string, cb: (e: number) => void, fn: () => Promise<void>) =>
     run(
@@ -137,7 +144,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
         return attributesAfter(path);
       },
       (st) => {
-        primeAttributes(op, path, st);
+        if (primes) primeAttributes(op, path, st);
         cb(0);
       },
       cb,
@@ -291,7 +298,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
           return { fh, st: await attributesAfter(p) };
         },
         ({ fh, st }) => {
-          primeAttributes('create', p, st);
+          if (primes) primeAttributes('create', p, st);
           cb(0, fh);
         },
         cb,
@@ -482,7 +489,7 @@ export function makeOperations({ engine, handles, log }: OperationsContext): Fus
         const ek = engineKey(parseMountPath(p));
         if (!ek) throw refuse('EPERM');
         if (ek.key !== '') await flushOpen(p);
-        if (!isPatchedBinding()) {
+        if (!preciseTimes) {
           // fuse-native's prebuilt glue hands over the access time twice, and UTIME_NOW and
           // UTIME_OMIT as 1073 ms: the best this layer can do is one time for both, "now" for
           // the special values. Our build (native/) passes both, and the specials apart.

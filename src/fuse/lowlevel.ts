@@ -1,0 +1,605 @@
+// The mount over native/fuse-ll.c: libfuse's low-level (inode) API on Node's event loop.
+//
+// The kernel names files by node number; this module keeps the table of nodes it handed out
+// (parent, name, lookup count, open count) and turns each request into the path-based
+// operations of operations.ts, the same ones the fuse-native binding calls. Paths are computed
+// from the parent chain, so a directory rename moves its whole subtree at once. What libfuse's
+// high-level layer did on top of that is done here: a file unlinked (or renamed over) while open
+// is renamed to a hidden name and removed after its last release; a node whose name was taken by
+// a rename or removed answers ESTALE to open and getattr, which makes the kernel look the name up
+// again (open(2) then opens whatever the name holds now, instead of failing with ENOENT).
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { constants as osConstants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../engine/index.js';
+import { UTIME_NOW_MS, UTIME_OMIT_MS, type FuseOperations, type FuseStat } from './binding.js';
+
+const E = osConstants.errno;
+
+interface NativeSession {
+  session: unknown;
+  /** The session's receive buffer: a write's data is at an offset in it, valid during dispatch only. */
+  recv: Buffer;
+}
+
+type Dispatch = (op: number, req: number, ino: number, a?: unknown, b?: unknown, c?: unknown, d?: unknown) => void;
+
+interface LowLevelNative {
+  mount(mountPoint: string, options: string, dispatch: Dispatch): NativeSession;
+  unmount(session: unknown): void;
+  setScratch(a: Float64Array): void;
+  replyErr(req: number, errno: number): void;
+  replyEntry(req: number, entryTimeout: number, attrTimeout: number): void;
+  replyCreate(req: number, entryTimeout: number, attrTimeout: number, fh: number, directIo: number): void;
+  replyAttr(req: number, attrTimeout: number): void;
+  replyOpen(req: number, fh: number, directIo: number): void;
+  replyBuf(req: number, buf: Buffer, length: number): void;
+  replyWrite(req: number, count: number): void;
+  replyXattr(req: number, size: number): void;
+  replyReadlink(req: number, target: string): void;
+  replyStatfs(req: number): void;
+  ops: Record<string, number>;
+  scratchLength: number;
+}
+
+const NATIVE_PATH = fileURLToPath(new URL('../../native/build/fuse-ll.node', import.meta.url));
+let native: LowLevelNative | undefined;
+const scratch = new Float64Array(16);
+
+/** The low-level binding when native/build/fuse-ll.node exists, else null (native/build.sh builds it). */
+export function loadLowLevel(): LowLevelNative | null {
+  if (native) return native;
+  if (!existsSync(NATIVE_PATH)) return null;
+  const n = createRequire(import.meta.url)(NATIVE_PATH) as LowLevelNative;
+  n.setScratch(scratch);
+  native = n;
+  return n;
+}
+
+export const LOW_LEVEL_NATIVE_PATH = path.relative(process.cwd(), NATIVE_PATH);
+
+/** How long the kernel may keep a name and its attributes without asking again (libfuse's default). */
+const ENTRY_TIMEOUT = 1;
+const ATTR_TIMEOUT = 1;
+const ROOT_ID = 1;
+/** d_ino for a listed name the kernel has not looked up (libfuse's FUSE_UNKNOWN_INO). */
+const UNKNOWN_INO = 0xffffffff;
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+// FUSE_SET_ATTR_* (fuse_lowlevel.h).
+const SET_MODE = 1 << 0;
+const SET_UID = 1 << 1;
+const SET_GID = 1 << 2;
+const SET_SIZE = 1 << 3;
+const SET_ATIME = 1 << 4;
+const SET_MTIME = 1 << 5;
+const SET_ATIME_NOW = 1 << 7;
+const SET_MTIME_NOW = 1 << 8;
+const IO_BUFFER = 128 * 1024;
+
+class Node {
+  nlookup = 0;
+  open = 0;
+  /** Renamed to a hidden name because it was unlinked or replaced while open. */
+  hidden = false;
+  /** Its name was removed or taken by another file: the kernel must look the name up again. */
+  stale = false;
+  kids: Map<string, Node> | undefined;
+  constructor(
+    readonly id: number,
+    public parent: Node | null,
+    public name: string,
+  ) {}
+}
+
+interface DirHandle {
+  node: Node;
+  /** The listing packed as struct fuse_dirent records, and where each record ends. */
+  packed: Buffer | null;
+  ends: number[];
+}
+
+export interface LowLevelMountOptions {
+  mountPoint: string;
+  /** libfuse's -o options (fsname, subtype, big_writes, max_write, debug). */
+  options: string;
+  directIo: boolean;
+  log: Logger;
+  /** Called when the kernel ends the session by itself (an unmount from outside). */
+  onUnmounted?: () => void;
+}
+
+export class LowLevelMount {
+  private readonly n: LowLevelNative;
+  private readonly ops: FuseOperations;
+  private readonly nodes = new Map<number, Node>();
+  private readonly root = new Node(ROOT_ID, null, '');
+  private nextId = ROOT_ID + 1;
+  private readonly fileNodes = new Map<number, Node>();
+  private readonly dirs = new Map<number, DirHandle>();
+  private nextDir = 1;
+  private readonly pool: Buffer[] = [];
+  private session: NativeSession | null = null;
+  private closed = false;
+  private readonly direct: number;
+  private readonly handlers: Array<((req: number, node: Node, a: never, b: never, c: never, d: never) => void) | undefined> = [];
+
+  constructor(
+    n: LowLevelNative,
+    ops: FuseOperations,
+    private readonly opts: LowLevelMountOptions,
+  ) {
+    this.n = n;
+    this.ops = ops;
+    this.direct = opts.directIo ? 1 : 0;
+    this.root.nlookup = 1;
+    this.nodes.set(ROOT_ID, this.root);
+    this.installHandlers();
+  }
+
+  mount(): void {
+    this.session = this.n.mount(this.opts.mountPoint, this.opts.options, (op, req, ino, a, b, c, d) => this.dispatch(op, req, ino, a, b, c, d));
+  }
+
+  unmount(): void {
+    if (this.closed || !this.session) return;
+    this.closed = true;
+    this.n.unmount(this.session.session);
+  }
+
+  /** Nodes the kernel holds (for tests and status). */
+  get nodeCount(): number {
+    return this.nodes.size;
+  }
+
+  // ---- the node table ---------------------------------------------------------------------
+
+  private pathOf(node: Node): string {
+    if (node === this.root) return '/';
+    const parts: string[] = [];
+    for (let x: Node | null = node; x && x !== this.root; x = x.parent) parts.push(x.name);
+    return '/' + parts.reverse().join('/');
+  }
+
+  private childPath(parent: Node, name: string): string {
+    return parent === this.root ? `/${name}` : `${this.pathOf(parent)}/${name}`;
+  }
+
+  private child(parent: Node, name: string): Node | undefined {
+    return parent.kids?.get(name);
+  }
+
+  /** The node for `name` in `parent`, made if new; one more lookup the kernel will forget. */
+  private remember(parent: Node, name: string): Node {
+    let node = this.child(parent, name);
+    if (!node) {
+      node = new Node(this.nextId++, parent, name);
+      (parent.kids ??= new Map()).set(name, node);
+      this.nodes.set(node.id, node);
+    }
+    node.nlookup++;
+    return node;
+  }
+
+  /** Takes the node off its name: the name is gone or another file's now. */
+  private detach(node: Node): void {
+    if (node.parent?.kids?.get(node.name) === node) node.parent.kids.delete(node.name);
+    node.stale = true;
+    this.dropIfUnused(node);
+  }
+
+  private move(node: Node, parent: Node, name: string): void {
+    if (node.parent?.kids?.get(node.name) === node) node.parent.kids.delete(node.name);
+    node.parent = parent;
+    node.name = name;
+    (parent.kids ??= new Map()).set(name, node);
+  }
+
+  private dropIfUnused(node: Node): void {
+    if (node === this.root || node.nlookup > 0 || node.open > 0) return;
+    this.nodes.delete(node.id);
+    if (node.parent?.kids?.get(node.name) === node) node.parent.kids.delete(node.name);
+  }
+
+  private hiddenName(): string {
+    return `.fuse_hidden${randomBytes(8).toString('hex')}`;
+  }
+
+  /** Renames an open file out of the way (libfuse's hide_node); its handles keep working. */
+  private hide(node: Node, done: (err: number) => void): void {
+    const parent = node.parent!;
+    const hidden = this.hiddenName();
+    this.ops.rename(this.pathOf(node), this.childPath(parent, hidden), (err) => {
+      if (err === 0) {
+        this.move(node, parent, hidden);
+        node.hidden = true;
+      }
+      done(err);
+    });
+  }
+
+  // ---- replies ----------------------------------------------------------------------------
+
+  private err(req: number, negErrno: number): void {
+    if (!this.closed) this.n.replyErr(req, -negErrno);
+  }
+
+  private fillAttr(node: Node, st: FuseStat): void {
+    scratch[0] = node.id;
+    scratch[1] = st.mode;
+    scratch[2] = st.nlink;
+    scratch[3] = st.uid;
+    scratch[4] = st.gid;
+    scratch[5] = st.size;
+    scratch[6] = st.blocks ?? Math.ceil(st.size / 512);
+    scratch[7] = st.blksize ?? 4096;
+    scratch[8] = st.atime;
+    scratch[9] = st.mtime;
+    scratch[10] = st.ctime;
+    scratch[11] = 0;
+  }
+
+  /** Answers a request that made or found `name` in `parent` with its node and attributes. */
+  private entry(req: number, parent: Node, name: string): void {
+    this.ops.getattr(this.childPath(parent, name), (err, st) => {
+      if (this.closed) return;
+      if (err !== 0 || !st) return this.err(req, err || -E.EIO);
+      const node = this.remember(parent, name);
+      this.fillAttr(node, st);
+      this.n.replyEntry(req, ENTRY_TIMEOUT, ATTR_TIMEOUT);
+    });
+  }
+
+  private ok = (req: number) => (err: number) => {
+    if (this.closed) return;
+    if (err !== 0) this.err(req, err);
+    else this.n.replyErr(req, 0);
+  };
+
+  private buffer(size: number): Buffer {
+    if (size > IO_BUFFER) return Buffer.allocUnsafe(size);
+    return this.pool.pop() ?? Buffer.allocUnsafe(IO_BUFFER);
+  }
+
+  private giveBack(buf: Buffer): void {
+    if (buf.length === IO_BUFFER && this.pool.length < 64) this.pool.push(buf);
+  }
+
+  // ---- requests ---------------------------------------------------------------------------
+
+  private dispatch(op: number, req: number, ino: number, a: unknown, b: unknown, c: unknown, d: unknown): void {
+    if (op === this.n.ops.forget) return this.forget(ino, a as number);
+    if (op === this.n.ops.unmounted) {
+      this.closed = true;
+      this.opts.log.warn(`mount: the kernel ended the FUSE session of ${this.opts.mountPoint} (unmounted from outside?)`);
+      this.opts.onUnmounted?.();
+      return;
+    }
+    if (this.closed) return;
+    const node = this.nodes.get(ino);
+    const handler = this.handlers[op];
+    if (!handler) return this.n.replyErr(req, E.ENOSYS);
+    if (!node) return this.n.replyErr(req, E.ESTALE);
+    try {
+      handler(req, node, a as never, b as never, c as never, d as never);
+    } catch (err) {
+      // A bug below: the caller gets EIO instead of waiting for an answer that never comes.
+      this.opts.log.error(`mount: ${Object.keys(this.n.ops).find((k) => this.n.ops[k] === op) ?? op} on node ${ino} threw: ${(err as Error).stack ?? String(err)}`);
+      this.n.replyErr(req, E.EIO);
+    }
+  }
+
+  private forget(ino: number, count: number): void {
+    const node = this.nodes.get(ino);
+    if (!node || node === this.root) return;
+    node.nlookup -= count;
+    if (node.nlookup < 0) node.nlookup = 0;
+    this.dropIfUnused(node);
+  }
+
+  private installHandlers(): void {
+    const o = this.n.ops;
+    const ops = this.ops;
+    const on = <A = never, B = never, C = never, D = never>(code: number | undefined, fn: (req: number, node: Node, a: A, b: B, c: C, d: D) => void) => {
+      if (code === undefined) throw new Error('fuse-ll: the native binding lacks an operation code');
+      this.handlers[code] = fn as (req: number, node: Node, a: never, b: never, c: never, d: never) => void;
+    };
+
+    on<string>(o.lookup, (req, parent, name) => {
+      if (parent.stale) return this.n.replyErr(req, E.ENOENT);
+      this.entry(req, parent, name);
+    });
+
+    on<number>(o.getattr, (req, node) => {
+      if (node.stale) return this.n.replyErr(req, E.ESTALE);
+      ops.getattr(this.pathOf(node), (err, st) => {
+        if (this.closed) return;
+        if (err !== 0 || !st) return this.err(req, err || -E.EIO);
+        this.fillAttr(node, st);
+        this.n.replyAttr(req, ATTR_TIMEOUT);
+      });
+    });
+
+    on<number, number>(o.setattr, (req, node, toSet, fh) => {
+      // The new values are in the scratch only until this call returns.
+      const mode = scratch[1]!;
+      const uid = scratch[3]!;
+      const gid = scratch[4]!;
+      const size = scratch[5]!;
+      const atime = scratch[8]!;
+      const mtime = scratch[9]!;
+      if (node.stale) return this.n.replyErr(req, E.ESTALE);
+      const p = this.pathOf(node);
+      const steps: Array<(next: (err: number) => void) => void> = [];
+      if (toSet & SET_MODE) steps.push((next) => ops.chmod(p, mode, next));
+      if (toSet & (SET_UID | SET_GID)) steps.push((next) => ops.chown(p, toSet & SET_UID ? uid : 0xffffffff, toSet & SET_GID ? gid : 0xffffffff, next));
+      if (toSet & SET_SIZE) steps.push((next) => (fh >= 0 ? ops.ftruncate(p, fh, size, next) : ops.truncate(p, size, next)));
+      if (toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
+        const at = toSet & SET_ATIME_NOW ? UTIME_NOW_MS : toSet & SET_ATIME ? atime : UTIME_OMIT_MS;
+        const mt = toSet & SET_MTIME_NOW ? UTIME_NOW_MS : toSet & SET_MTIME ? mtime : UTIME_OMIT_MS;
+        steps.push((next) => ops.utimens(p, at, mt, next));
+      }
+      const step = (i: number): void => {
+        if (i < steps.length) {
+          steps[i]!((err) => (err !== 0 ? this.err(req, err) : step(i + 1)));
+          return;
+        }
+        ops.getattr(p, (err, st) => {
+          if (this.closed) return;
+          if (err !== 0 || !st) return this.err(req, err || -E.EIO);
+          this.fillAttr(node, st);
+          this.n.replyAttr(req, ATTR_TIMEOUT);
+        });
+      };
+      step(0);
+    });
+
+    on(o.readlink, (req, node) => {
+      ops.readlink(this.pathOf(node), (err, target) => {
+        if (this.closed) return;
+        if (err !== 0 || target === undefined) return this.err(req, err || -E.EIO);
+        this.n.replyReadlink(req, target);
+      });
+    });
+
+    on<string, number>(o.mknod, (req, parent, name, mode) => {
+      // Regular files only, as libfuse's high-level layer does without a mknod of the file system's own.
+      if ((mode & S_IFMT) !== S_IFREG) return this.n.replyErr(req, E.ENOSYS);
+      const p = this.childPath(parent, name);
+      ops.create(p, mode, (err, fh) => {
+        if (err !== 0 || fh === undefined) return this.err(req, err || -E.EIO);
+        ops.release(p, fh, () => this.entry(req, parent, name));
+      });
+    });
+
+    on<string, number>(o.mkdir, (req, parent, name, mode) => {
+      ops.mkdir(this.childPath(parent, name), mode, (err) => (err !== 0 ? this.err(req, err) : this.entry(req, parent, name)));
+    });
+
+    on<string>(o.unlink, (req, parent, name) => {
+      const node = this.child(parent, name);
+      if (node && node.open > 0) return this.hide(node, this.ok(req));
+      ops.unlink(this.childPath(parent, name), (err) => {
+        if (err === 0 && node) this.detach(node);
+        this.ok(req)(err);
+      });
+    });
+
+    on<string>(o.rmdir, (req, parent, name) => {
+      const node = this.child(parent, name);
+      ops.rmdir(this.childPath(parent, name), (err) => {
+        if (err === 0 && node) this.detach(node);
+        this.ok(req)(err);
+      });
+    });
+
+    on<string, string>(o.symlink, (req, parent, name, target) => {
+      ops.symlink(target, this.childPath(parent, name), (err) => (err !== 0 ? this.err(req, err) : this.entry(req, parent, name)));
+    });
+
+    on<string, number, string>(o.rename, (req, parent, name, newParentId, newName) => {
+      const newParent = this.nodes.get(newParentId);
+      if (!newParent) return this.n.replyErr(req, E.ESTALE);
+      const node = this.child(parent, name);
+      const target = this.child(newParent, newName);
+      const go = () => {
+        ops.rename(this.childPath(parent, name), this.childPath(newParent, newName), (err) => {
+          if (err === 0) {
+            if (target && target !== node && !target.hidden) this.detach(target);
+            if (node) this.move(node, newParent, newName);
+          }
+          this.ok(req)(err);
+        });
+      };
+      // The file the rename replaces stays readable through its open descriptors.
+      if (target && target !== node && target.open > 0) {
+        this.hide(target, (err) => (err !== 0 ? this.err(req, err) : go()));
+        return;
+      }
+      go();
+    });
+
+    on<number, string>(o.link, (req, node, newParentId, newName) => {
+      const newParent = this.nodes.get(newParentId);
+      ops.link(this.pathOf(node), newParent ? this.childPath(newParent, newName) : newName, this.ok(req));
+    });
+
+    on<number>(o.open, (req, node, flags) => {
+      if (node.stale) return this.n.replyErr(req, E.ESTALE);
+      node.open++;
+      ops.open(this.pathOf(node), flags, (err, fh) => {
+        if (err !== 0 || fh === undefined) {
+          node.open--;
+          this.dropIfUnused(node);
+          return this.err(req, err || -E.EIO);
+        }
+        if (this.closed) return;
+        this.fileNodes.set(fh, node);
+        this.n.replyOpen(req, fh, this.direct);
+      });
+    });
+
+    on<string, number, number>(o.create, (req, parent, name, mode) => {
+      const p = this.childPath(parent, name);
+      ops.create(p, mode, (err, fh) => {
+        if (err !== 0 || fh === undefined) return this.err(req, err || -E.EIO);
+        ops.getattr(p, (err2, st) => {
+          if (err2 !== 0 || !st || this.closed) {
+            ops.release(p, fh, () => undefined);
+            return this.err(req, err2 || -E.EIO);
+          }
+          const node = this.remember(parent, name);
+          node.open++;
+          this.fileNodes.set(fh, node);
+          this.fillAttr(node, st);
+          this.n.replyCreate(req, ENTRY_TIMEOUT, ATTR_TIMEOUT, fh, this.direct);
+        });
+      });
+    });
+
+    on<number, number, number>(o.read, (req, node, size, offset, fh) => {
+      const buf = this.buffer(size);
+      ops.read(this.pathOf(node), fh, buf, size, offset, (n) => {
+        if (!this.closed) {
+          if (n < 0) this.n.replyErr(req, -n);
+          else this.n.replyBuf(req, buf, Math.min(n, size));
+        }
+        this.giveBack(buf);
+      });
+    });
+
+    on<number, number, number, number>(o.write, (req, node, at, size, offset, fh) => {
+      // The data lives in the receive buffer until this call returns: copy it now.
+      const buf = this.buffer(size);
+      this.session!.recv.copy(buf, 0, at, at + size);
+      ops.write(this.pathOf(node), fh, buf, size, offset, (n) => {
+        if (!this.closed) {
+          if (n < 0) this.n.replyErr(req, -n);
+          else this.n.replyWrite(req, n);
+        }
+        this.giveBack(buf);
+      });
+    });
+
+    on<number>(o.flush, (req, node, fh) => ops.flush(this.pathOf(node), fh, this.ok(req)));
+
+    on<number, number>(o.fsync, (req, node, datasync, fh) => ops.fsync(this.pathOf(node), datasync, fh, this.ok(req)));
+
+    on<number>(o.release, (req, node, fh) => {
+      const p = this.pathOf(node);
+      this.fileNodes.delete(fh);
+      node.open = Math.max(0, node.open - 1);
+      ops.release(p, fh, (err) => {
+        if (node.hidden && node.open === 0) {
+          // The last descriptor of a file unlinked while open: its hidden name goes now.
+          node.hidden = false;
+          ops.unlink(p, () => {
+            this.detach(node);
+            this.ok(req)(err);
+          });
+          return;
+        }
+        this.dropIfUnused(node);
+        this.ok(req)(err);
+      });
+    });
+
+    on(o.opendir, (req, node) => {
+      if (node.stale) return this.n.replyErr(req, E.ENOENT);
+      const id = this.nextDir++;
+      this.dirs.set(id, { node, packed: null, ends: [] });
+      this.n.replyOpen(req, id, 0);
+    });
+
+    on<number, number, number>(o.readdir, (req, node, size, offset, fh) => {
+      const dh = this.dirs.get(fh);
+      if (!dh) return this.n.replyErr(req, E.EBADF);
+      const serve = () => {
+        const { packed, ends } = dh;
+        if (!packed || offset >= ends.length) return this.n.replyBuf(req, Buffer.alloc(0), 0);
+        const start = offset === 0 ? 0 : ends[offset - 1]!;
+        let end = start;
+        for (let i = offset; i < ends.length && ends[i]! - start <= size; i++) end = ends[i]!;
+        this.n.replyBuf(req, packed.subarray(start, end), end - start);
+      };
+      if (dh.packed && offset !== 0) return serve();
+      ops.readdir(this.pathOf(node), (err, names) => {
+        if (this.closed) return;
+        if (err !== 0 || !names) return this.err(req, err || -E.EIO);
+        this.pack(dh, names);
+        serve();
+      });
+    });
+
+    on<number>(o.releasedir, (req, _node, fh) => {
+      this.dirs.delete(fh);
+      this.n.replyErr(req, 0);
+    });
+
+    on(o.statfs, (req) => {
+      ops.statfs('/', (err, s) => {
+        if (this.closed) return;
+        if (err !== 0 || !s) return this.err(req, err || -E.EIO);
+        const v = [s.bsize, s.frsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail, s.fsid, s.flag, s.namemax];
+        for (let i = 0; i < v.length; i++) scratch[i] = v[i]!;
+        this.n.replyStatfs(req);
+      });
+    });
+
+    on<string, Buffer, number>(o.setxattr, (req, node, name, value, flags) => {
+      ops.setxattr(this.pathOf(node), name, value, 0, flags, this.ok(req));
+    });
+
+    on<string, number>(o.getxattr, (req, node, name, size) => {
+      ops.getxattr(this.pathOf(node), name, 0, (err, value) => {
+        if (this.closed) return;
+        if (err !== 0) return this.err(req, err);
+        if (!value) return this.n.replyErr(req, E.ENODATA);
+        if (size === 0) return this.n.replyXattr(req, value.length);
+        if (value.length > size) return this.n.replyErr(req, E.ERANGE);
+        this.n.replyBuf(req, value, value.length);
+      });
+    });
+
+    on<number>(o.listxattr, (req, node, size) => {
+      ops.listxattr(this.pathOf(node), (err, names) => {
+        if (this.closed) return;
+        if (err !== 0 || !names) return this.err(req, err || -E.EIO);
+        const buf = Buffer.from(names.map((x) => `${x}\0`).join(''), 'utf8');
+        if (size === 0) return this.n.replyXattr(req, buf.length);
+        if (buf.length > size) return this.n.replyErr(req, E.ERANGE);
+        this.n.replyBuf(req, buf, buf.length);
+      });
+    });
+
+    on<string>(o.removexattr, (req, node, name) => ops.removexattr(this.pathOf(node), name, this.ok(req)));
+  }
+
+  /** struct fuse_dirent records (ino, off, namelen, type, name, padding to 8 bytes) for a listing. */
+  private pack(dh: DirHandle, names: string[]): void {
+    const bytes = names.map((x) => Buffer.from(x, 'utf8'));
+    let total = 0;
+    for (const b of bytes) total += (24 + b.length + 7) & ~7;
+    const out = Buffer.alloc(total);
+    const ends: number[] = [];
+    let at = 0;
+    bytes.forEach((b, i) => {
+      const name = names[i]!;
+      const node = name === '.' ? dh.node : name === '..' ? (dh.node.parent ?? dh.node) : this.child(dh.node, name);
+      const ino = node?.id ?? UNKNOWN_INO;
+      out.writeBigUInt64LE(BigInt(ino), at);
+      out.writeBigUInt64LE(BigInt(i + 1), at + 8);
+      out.writeUInt32LE(b.length, at + 16);
+      out.writeUInt32LE(name === '.' || name === '..' ? (S_IFDIR >> 12) : 0, at + 20);
+      b.copy(out, at + 24);
+      at += (24 + b.length + 7) & ~7;
+      ends.push(at);
+    });
+    dh.packed = out;
+    dh.ends = ends;
+  }
+}
