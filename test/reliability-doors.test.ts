@@ -13,7 +13,6 @@ import { errorCode, s3request, startInProcess } from './helpers/s3.js';
 const test = anyTest as TestFn<{ fx: MountFixture }>;
 const fuseTest = HAS_FUSE ? test.serial : test.serial.skip;
 const fuseSerial = HAS_FUSE ? test.serial : test.serial.skip;
-const fuseFailing = HAS_FUSE ? test.serial.failing : test.serial.skip;
 const SECONDS = Number(process.env.DOORS_SECONDS ?? 15);
 const SEED = seedFrom('DOORS_SEED');
 const RSS_LIMIT_MIB = Number(process.env.DOORS_RSS_LIMIT_MIB ?? 600);
@@ -128,12 +127,13 @@ fuseTest(`mount and S3 writers and readers on the same objects for ${SECONDS} s:
   t.log(
     `${seconds.toFixed(1)} s: mount ${by('rename-writer')} temp+rename versions, ${by('inplace-writer')} in-place versions, ${by('reader')} whole reads; ` +
       `S3 ${s3.puts} PUTs, ${s3.gets} GETs (${(s3.bytes / 2 ** 20).toFixed(0)} MiB checked, ${s3.versionsSeen.size} distinct versions seen); ` +
-      `integrity errors: ${mountErrorCount + s3.errors.length}; mount opens that lost the libfuse rename race (see the known failure below): ${missing - s3.missing}, S3 GETs that found a name missing: ${s3.missing}; ` +
+      `integrity errors: ${mountErrorCount + s3.errors.length}; mount opens that failed with ENOENT: ${missing - s3.missing}, S3 GETs that found a name missing: ${s3.missing}; ` +
       `daemon RSS at most ${maxRss.toFixed(0)} MiB`,
   );
   t.deepEqual(mountErrors, [], 'mount readers and writers saw whole versions only');
   t.deepEqual(s3.errors.slice(0, 20), [], 'S3 readers saw whole versions only');
   t.is(s3.missing, 0, 'no S3 GET found a name missing while the mount renamed over it');
+  t.is(missing - s3.missing, 0, 'no open(2) through the mount found a name missing while it was renamed over');
   t.true(by('rename-writer') > 0 && by('inplace-writer') > 0 && by('reader') > 0 && s3.puts > 0 && s3.gets > 0, 'every kind of worker got work done');
   t.true(maxRss < RSS_LIMIT_MIB, `daemon RSS ${maxRss.toFixed(0)} MiB stays under ${RSS_LIMIT_MIB} MiB`);
 
@@ -190,13 +190,12 @@ fuseSerial('a rename over a file held open elsewhere is atomic for S3: no GET fi
   t.is(missingS3, 0, 'no S3 GET finds the name missing during a rename over it');
 });
 
-// KNOWN LIMITATION (libfuse 2's high-level API, path-based): open(2) resolves the name to a node
-// in one request and opens the node in the next. When a rename replaces the name in between, and
-// no one holds the old file open, libfuse has no path left for the old node and answers the open
-// with ENOENT itself, before the daemon sees it (a local disk would open the old file). S3 is not
-// affected. The fix needs an inode-based binding (the low-level API). This test shows the race
-// and passes once it is fixed (then drop `.failing`).
-fuseFailing('an open(2) through the mount never fails with ENOENT while renames replace the name', async (t) => {
+// open(2) resolves the name to a node in one request and opens the node in the next. When a
+// rename replaces the name in between, the node is stale: the mount answers ESTALE and the kernel
+// looks the name up again (src/fuse/lowlevel.ts), so the open finds whatever the name holds now.
+// Through fuse-native (libfuse's path-based high-level API) libfuse itself answered such opens
+// with ENOENT; this test was a known failure then (MOUNTD_FUSE_BINDING=fuse-native still does).
+fuseSerial('an open(2) through the mount never fails with ENOENT while renames replace the name', async (t) => {
   const { fx } = t.context;
   const port = fx.daemon.s3Port!;
   t.is((await s3request(port, { method: 'PUT', path: '/openrace' })).status, 200);

@@ -80,6 +80,8 @@ const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
 const IO_BUFFER = 128 * 1024;
+/** Operation codes whose first argument is a name in the node's directory (see gated). */
+let NAMED_OPS = new Set<number>();
 
 class Node {
   nlookup = 0;
@@ -124,6 +126,12 @@ export class LowLevelMount {
   private nextDir = 1;
   private readonly pool: Buffer[] = [];
   private session: NativeSession | null = null;
+  /**
+   * Paths in the middle of a rename over an open file (hide the target, then rename onto its
+   * name: two steps, as in libfuse, which holds its path locks across both). Requests on them
+   * wait here until both are done, so that none sees the name missing in between.
+   */
+  private readonly gated = new Map<string, Array<() => void>>();
   private closed = false;
   private readonly direct: number;
   private readonly handlers: Array<((req: number, node: Node, a: never, b: never, c: never, d: never) => void) | undefined> = [];
@@ -139,6 +147,7 @@ export class LowLevelMount {
     this.root.nlookup = 1;
     this.nodes.set(ROOT_ID, this.root);
     this.installHandlers();
+    NAMED_OPS = new Set([n.ops.lookup, n.ops.mknod, n.ops.mkdir, n.ops.unlink, n.ops.rmdir, n.ops.symlink, n.ops.rename, n.ops.create].filter((x): x is number => x !== undefined));
   }
 
   mount(): void {
@@ -284,6 +293,14 @@ export class LowLevelMount {
     const handler = this.handlers[op];
     if (!handler) return this.n.replyErr(req, E.ENOSYS);
     if (!node) return this.n.replyErr(req, E.ESTALE);
+    if (this.gated.size > 0) {
+      const p = NAMED_OPS.has(op) && typeof a === 'string' ? this.childPath(node, a) : this.pathOf(node);
+      const waiting = this.gated.get(p);
+      if (waiting) {
+        waiting.push(() => this.dispatch(op, req, ino, a, b, c, d));
+        return;
+      }
+    }
     try {
       handler(req, node, a as never, b as never, c as never, d as never);
     } catch (err) {
@@ -417,7 +434,29 @@ export class LowLevelMount {
       };
       // The file the rename replaces stays readable through its open descriptors.
       if (target && target !== node && target.open > 0) {
-        this.hide(target, (err) => (err !== 0 ? this.err(req, err) : go()));
+        const paths = [this.childPath(parent, name), this.childPath(newParent, newName)];
+        for (const p of paths) if (!this.gated.has(p)) this.gated.set(p, []);
+        const reply = this.ok(req);
+        const ungate = () => {
+          for (const p of paths) {
+            const waiting = this.gated.get(p) ?? [];
+            this.gated.delete(p);
+            for (const w of waiting) w();
+          }
+        };
+        this.hide(target, (err) => {
+          if (err !== 0) {
+            ungate();
+            return this.err(req, err);
+          }
+          ops.rename(paths[0]!, paths[1]!, (err2) => {
+            if (err2 === 0) {
+              if (node) this.move(node, newParent, newName);
+            }
+            reply(err2);
+            ungate();
+          });
+        });
         return;
       }
       go();
@@ -493,16 +532,14 @@ export class LowLevelMount {
       const p = this.pathOf(node);
       this.fileNodes.delete(fh);
       node.open = Math.max(0, node.open - 1);
+      // The last descriptor of a file unlinked while open: the node is gone for new opens at
+      // once (they look the name up again). Its hidden name lived in the handle table only
+      // (operations.ts) and leaves with the handle.
+      if (node.hidden && node.open === 0) {
+        node.hidden = false;
+        this.detach(node);
+      }
       ops.release(p, fh, (err) => {
-        if (node.hidden && node.open === 0) {
-          // The last descriptor of a file unlinked while open: its hidden name goes now.
-          node.hidden = false;
-          ops.unlink(p, () => {
-            this.detach(node);
-            this.ok(req)(err);
-          });
-          return;
-        }
         this.dropIfUnused(node);
         this.ok(req)(err);
       });
