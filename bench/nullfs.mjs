@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// A pass-through FUSE filesystem through fuse-native with no crypto: the ceiling of the binding for the benchmark.
-// Usage: node bench/nullfs.mjs BACKING MOUNTPOINT [--direct-io]
+// A pass-through FUSE filesystem with no crypto: the ceiling of the binding for the benchmark.
+// Through fuse-native, or with --lowlevel through mountd's own binding (native/fuse-ll.c and
+// dist/fuse/lowlevel.js, the node table included).
+// Usage: node bench/nullfs.mjs BACKING MOUNTPOINT [--direct-io] [--lowlevel]
 import Fuse from 'fuse-native';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -8,8 +10,9 @@ import { constants as os } from 'node:os';
 
 const [backing, mnt] = process.argv.slice(2);
 const directIo = process.argv.includes('--direct-io');
+const lowLevel = process.argv.includes('--lowlevel');
 if (!backing || !mnt) {
-  console.error('usage: nullfs.mjs BACKING MOUNTPOINT [--direct-io]');
+  console.error('usage: nullfs.mjs BACKING MOUNTPOINT [--direct-io] [--lowlevel]');
   process.exit(2);
 }
 const p = (x) => path.join(backing, x);
@@ -41,14 +44,30 @@ const ops = {
   statfs: (x, cb) => fs.statfs(backing, (e, s) => (e ? cb(err(e)) : cb(0, { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 }))),
 };
 
-const fuse = new Fuse(mnt, ops, { force: true, mkdir: true, fsname: `nullfs,big_writes,max_write=131072${directIo ? ',direct_io' : ''}` });
-fuse.mount((e) => {
-  if (e) {
-    console.error(`nullfs: mount failed: ${e.message}`);
-    process.exit(1);
-  }
+if (lowLevel) {
+  const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+  const { LowLevelMount, loadLowLevel } = await import(path.join(ROOT, 'dist/fuse/lowlevel.js'));
+  const log = { info() {}, debug() {}, warn: (m) => console.error(m), error: (m) => console.error(m) };
+  const llOps = { ...ops, readdir: (x, cb) => fs.readdir(p(x), (e, names) => (e ? cb(err(e)) : cb(0, ['.', '..', ...names]))) };
+  const m = new LowLevelMount(loadLowLevel(), llOps, { mountPoint: mnt, options: 'fsname=nullfs,subtype=nullfs,big_writes,max_write=131072', directIo, log });
+  m.mount();
   console.error('nullfs: ready');
-});
-const stop = () => fuse.unmount(() => process.exit(0));
-process.on('SIGINT', stop);
-process.on('SIGTERM', stop);
+  const stopLl = () => {
+    m.unmount();
+    process.exit(0);
+  };
+  process.on('SIGINT', stopLl);
+  process.on('SIGTERM', stopLl);
+} else {
+const fuse = new Fuse(mnt, ops, { force: true, mkdir: true, fsname: `nullfs,big_writes,max_write=131072${directIo ? ',direct_io' : ''}` });
+  fuse.mount((e) => {
+    if (e) {
+      console.error(`nullfs: mount failed: ${e.message}`);
+      process.exit(1);
+    }
+    console.error('nullfs: ready');
+  });
+  const stop = () => fuse.unmount(() => process.exit(0));
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}

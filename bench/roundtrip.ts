@@ -1,7 +1,7 @@
 // The per-request floor of each way to serve FUSE here: N stat(2) calls of missing names, each
-// one lookup request answered "no such file" at once. fuse-native (what mountd and the null
-// pass-through run on), a libfuse low-level session on Node's own event loop (native/ll-probe.c,
-// answering at once or from a promise, as async JavaScript would), and gocryptfs.
+// one lookup request answered "no such file" at once. fuse-native (libfuse's high-level loop on
+// its own threads, what the null pass-through runs on), mountd's low-level binding on Node's own
+// event loop (native/fuse-ll.c with src/fuse/lowlevel.ts), and gocryptfs.
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -31,7 +31,7 @@ export async function roundTripBench(opts: { root: string; work: string; request
   const base = path.join(opts.work, 'roundtrip');
   fs.rmSync(base, { recursive: true, force: true });
   const rows: RoundTripRow[] = [];
-  for (const kind of ['fuse-native', 'll-probe', 'll-probe-promise']) {
+  for (const kind of ['fuse-native', 'fuse-ll']) {
     const mnt = path.join(base, kind);
     fs.mkdirSync(mnt, { recursive: true });
     const proc = spawn(process.execPath, [path.join(opts.root, 'bench/roundtrip-server.mjs'), kind, mnt], { stdio: ['ignore', 'ignore', 'inherit'] });

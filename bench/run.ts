@@ -87,8 +87,10 @@ async function makeTarget(name: string): Promise<Target> {
   switch (name) {
     case 'plain disk':
       return { name, dir: backing, stop: async () => undefined };
-    case 'null FUSE': {
-      const { proc } = await startProcess(process.execPath, [path.join(ROOT, 'bench/nullfs.mjs'), backing, mnt, ...(process.env.BENCH_NULLFS_DIRECT_IO === '0' ? [] : ['--direct-io'])], (l) => l.includes('ready'), 'nullfs');
+    case 'null FUSE':
+    case 'null FUSE (low-level)': {
+      const flags = [...(process.env.BENCH_NULLFS_DIRECT_IO === '0' ? [] : ['--direct-io']), ...(name === 'null FUSE' ? [] : ['--lowlevel'])];
+      const { proc } = await startProcess(process.execPath, [path.join(ROOT, 'bench/nullfs.mjs'), backing, mnt, ...flags], (l) => l.includes('ready'), 'nullfs');
       await waitFor(() => isMounted(mnt), 'nullfs mount');
       return { name, dir: mnt, pid: proc.pid, stop: () => stopProcess(proc, mnt) };
     }
@@ -166,7 +168,7 @@ const MOUNT_COMMANDS = {
 async function mountBench(): Promise<MountRow[]> {
   const { tarball, sums } = await makeTarball();
   const rows: MountRow[] = [];
-  for (const name of ['plain disk', 'null FUSE', 'gocryptfs', 'mountd']) {
+  for (const name of ['plain disk', 'null FUSE', 'null FUSE (low-level)', 'gocryptfs', 'mountd']) {
     console.error(`bench: mount workloads on ${name}`);
     const t = await makeTarget(name);
     try {
@@ -195,6 +197,7 @@ const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 function mountTable(rows: MountRow[]): string {
   const goc = rows.find((r) => r.target === 'gocryptfs');
   const nul = rows.find((r) => r.target === 'null FUSE');
+  const nulLl = rows.find((r) => r.target === 'null FUSE (low-level)');
   const mb = (s: number) => (SIZE_MIB * 1.048576) / s;
   const out = [
     `| target | write MB/s | read MB/s | untar s | md5sum -c s | ls -lR s | rm -rf s | peak RSS write / small files (MiB) |`,
@@ -213,6 +216,7 @@ function mountTable(rows: MountRow[]): string {
       [mb(ours.write) / mb(base.write), mb(ours.read) / mb(base.read), base.untar / ours.untar, base.md5 / ours.md5, base.lsR / ours.lsR, base.rm / ours.rm].map((x) => `${fmt(x)}x`).join(' | ');
     out.push(`| vs gocryptfs | ${r(goc)} |`);
     out.push(`| vs null FUSE | ${r(nul)} |`);
+    if (nulLl) out.push(`| vs null FUSE (low-level) | ${r(nulLl)} |`);
     out.push('');
     out.push('Ratios are speed ratios: above 1.00x means mountd is faster than the baseline.');
   }
@@ -252,16 +256,15 @@ async function main(): Promise<void> {
         Object.entries(MOUNT_COMMANDS)
           .map(([k, c]) => `- ${k}: \`${c}\``)
           .join('\n') +
-        `\n\nThe null FUSE filesystem is bench/nullfs.mjs: a pass-through through fuse-native with the same mount options as mountd and no crypto, the ceiling of the binding. gocryptfs runs with its defaults (\`-scryptn 10\` only speeds up its key derivation at mount).\n\n${table}\n`,
+        `\n\nThe null FUSE filesystem is bench/nullfs.mjs: a pass-through through fuse-native with the same mount options as mountd and no crypto, the ceiling of the fuse-native binding; \"null FUSE (low-level)\" is the same pass-through on mountd's own binding (native/fuse-ll.c, \`--lowlevel\`), the ceiling of the binding mountd runs on. gocryptfs runs with its defaults (\`-scryptn 10\` only speeds up its key derivation at mount).\n\n${table}\n`,
     );
   }
   if (ONLY.includes('roundtrip')) {
     const rows = await roundTripBench({ root: ROOT, work: WORK });
     const lines = ['| served by | requests | µs per request |', '|---|---|---|'];
     const labels: Record<string, string> = {
-      'fuse-native': 'fuse-native (libfuse high-level loop on its threads, hand-off to the main thread): mountd and the null FUSE today',
-      'll-probe': 'libfuse low-level session on the main event loop (native/ll-probe.c), answered at once',
-      'll-probe-promise': 'the same, answered from a promise (as async JavaScript answers)',
+      'fuse-native': 'fuse-native (libfuse high-level loop on its threads, hand-off to the main thread): the null FUSE, and mountd with MOUNTD_FUSE_BINDING=fuse-native',
+      'fuse-ll': "mountd's binding: a libfuse low-level session on the main event loop (native/fuse-ll.c, src/fuse/lowlevel.ts)",
       gocryptfs: 'gocryptfs (go-fuse)',
     };
     for (const r of rows) lines.push(`| ${labels[r.target] ?? r.target} | ${r.requests} | ${fmt(r.usPerRequest, 1)} |`);

@@ -38,10 +38,3 @@ gcc -O2 -g -Wall -fPIC -shared -D_FILE_OFFSET_BITS=64 -DNODE_GYP_MODULE_NAME=mou
   -I"$node_include" -I"$fuse_include" fuse-ll.c -o "$ll_out.tmp" "$libfuse"
 mv "$ll_out.tmp" "$ll_out"
 echo "native: built native/$ll_out"
-
-# ll-probe.node: the benchmark's round-trip probe (see the head of ll-probe.c); not used by mountd.
-probe_out=build/ll-probe.node
-gcc -O2 -g -Wall -fPIC -shared -D_FILE_OFFSET_BITS=64 -DNODE_GYP_MODULE_NAME=ll_probe \
-  -I"$node_include" -I"$fuse_include" ll-probe.c -o "$probe_out.tmp" "$libfuse"
-mv "$probe_out.tmp" "$probe_out"
-echo "native: built native/$probe_out"

@@ -228,30 +228,26 @@ static struct fuse_lowlevel_ops OPS = {
 
 static void on_readable(uv_poll_t *h, int status, int events) {
   struct session *s = h->data;
-  // Every request that is waiting, then back to the loop (the fd is non-blocking).
-  for (int i = 0; i < 64 && !s->closed; i++) {
-    struct fuse_buf fbuf = { .mem = s->buf, .size = s->bufsize };
-    struct fuse_chan *tmpch = s->ch;
-    int res = fuse_session_receive_buf(s->se, &fbuf, &tmpch);
-    if (res > 0) {
-      // The operation functions above make their arguments in this scope (one per request).
-      napi_handle_scope scope;
-      napi_open_handle_scope(s->env, &scope);
-      fuse_session_process_buf(s->se, &fbuf, tmpch);
-      napi_close_handle_scope(s->env, scope);
-      continue;
-    }
-    if (res == -EINTR) continue;
-    if (res == -EAGAIN) return;
+  if (s->closed) return;
+  // One request per wake-up: the poll is level-triggered, so another waiting request wakes the
+  // loop again at once, and a sequential caller (tar, cp: one request at a time) is spared a
+  // second read that would only answer EAGAIN. The fd is non-blocking all the same.
+  struct fuse_buf fbuf = { .mem = s->buf, .size = s->bufsize };
+  struct fuse_chan *tmpch = s->ch;
+  int res = fuse_session_receive_buf(s->se, &fbuf, &tmpch);
+  if (res == -EINTR || res == -EAGAIN) return;
+  // The operation functions above make their arguments in this scope (one per request).
+  napi_handle_scope scope;
+  napi_open_handle_scope(s->env, &scope);
+  if (res > 0) {
+    fuse_session_process_buf(s->se, &fbuf, tmpch);
+  } else {
     // 0: the kernel ended the session (unmounted from outside, or aborted); else a read error.
     if (s->polling) { uv_poll_stop(&s->poll); s->polling = 0; }
     if (res < 0) fprintf(stderr, "fuse-ll: reading /dev/fuse failed: %s\n", strerror(-res));
-    napi_handle_scope scope;
-    napi_open_handle_scope(s->env, &scope);
     dispatch(s, OP_UNMOUNTED, NULL, 0, 0, NULL);
-    napi_close_handle_scope(s->env, scope);
-    return;
   }
+  napi_close_handle_scope(s->env, scope);
 }
 
 static struct session *session_of(napi_env env, napi_value v) {

@@ -18,3 +18,18 @@ test('our build of the C glue is loaded, with the getattr shortcut; MOUNTD_FUSE_
   t.is(probe({}), 'true true');
   t.is(probe({ MOUNTD_FUSE_PRIME: '0' }), 'true false');
 });
+
+function binding(env: Record<string, string>): string {
+  const script = `
+    import { chosenBinding } from './dist/fuse/mount.js';
+    try { console.log(chosenBinding().kind); } catch (err) { console.log('error: ' + err.message); }`;
+  return execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, env: { ...process.env, MOUNTD_FUSE_BINDING: '', ...env }, encoding: 'utf8' }).trim();
+}
+
+// scripts/test builds native/build/fuse-ll.node: the mount runs on the low-level binding unless told otherwise.
+test('the mount runs on the low-level binding by default; MOUNTD_FUSE_BINDING picks fuse-native, and a bad value is an error', (t) => {
+  t.is(binding({}), 'lowlevel');
+  t.is(binding({ MOUNTD_FUSE_BINDING: 'lowlevel' }), 'lowlevel');
+  t.is(binding({ MOUNTD_FUSE_BINDING: 'fuse-native' }), 'fuse-native');
+  t.regex(binding({ MOUNTD_FUSE_BINDING: 'threads' }), /^error: MOUNTD_FUSE_BINDING must be lowlevel or fuse-native/);
+});
