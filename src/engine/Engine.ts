@@ -841,10 +841,14 @@ export class Engine {
    * the answer is cached per inode; the mark is set once, before the file appears, and any
    * xattr change moves ctime, which invalidates the entry.
    */
-  private async isSymlink(p: string, st: { dev: number; ino: number; ctimeMs: number }): Promise<boolean> {
-    const id = `${st.dev}:${st.ino}`;
+  private async isSymlink(p: string, st: { dev: number; ino: number; ctimeMs: number; birthtimeMs: number }): Promise<boolean> {
+    // With a birth time (statx on ext4, xfs, btrfs, tmpfs), device, inode and birth time name one
+    // file for good: a reused inode number is born later. Without one, the change time guards
+    // the entry (and every chmod, chown, utime or xattr change costs a new check).
+    const born = st.birthtimeMs > 0;
+    const id = born ? `${st.dev}:${st.ino}:${st.birthtimeMs}` : `${st.dev}:${st.ino}`;
     const hit = this.symlinkCache.get(id);
-    if (hit && hit.ctimeMs === st.ctimeMs) return hit.symlink;
+    if (hit && (born || hit.ctimeMs === st.ctimeMs)) return hit.symlink;
     const symlink = (await this.store.getXattr(p, SYMLINK_XATTR)) !== null;
     this.symlinkCache.set(id, { ctimeMs: st.ctimeMs, symlink });
     return symlink;

@@ -78,9 +78,20 @@ export class BackingStore {
 
   /** The backing path of an object key (a directory marker maps to its directory). */
   objectPath(bucket: string, key: string): string {
+    // A pure function of its arguments, asked several times per request on the mount (every
+    // stat): validated paths are kept, so that the checks run once per name, not once per call.
+    const id = `${bucket}\0${key}`;
+    const hit = this.paths.get(id);
+    if (hit !== undefined) return hit;
     const parsed = parseObjectKey(key);
-    return this.contained(path.join(this.bucketPath(bucket), ...parsed.segments));
+    const p = this.contained(path.join(this.bucketPath(bucket), ...parsed.segments));
+    if (this.paths.size >= BackingStore.PATH_CACHE) this.paths.clear();
+    this.paths.set(id, p);
+    return p;
   }
+
+  private static readonly PATH_CACHE = 8192;
+  private readonly paths = new Map<string, string>();
 
   /** Defence in depth behind name validation: the joined path must stay under a bucket. */
   private contained(p: string): string {
