@@ -72,7 +72,11 @@ daemonTest('status --json: mount point, S3, key server, keys with their state, o
   t.is(r.code, 0, r.stderr);
   const s = JSON.parse(r.stdout) as Record<string, unknown>;
   t.deepEqual(Object.keys(s).sort(), ['dataDir', 'defaultKey', 'dekCache', 'dirtyBytes', 'handles', 'keyServer', 'keys', 'maxDirtyBytes', 'mount', 'openFiles', 'pid', 's3', 'startedAt', 'uptimeSeconds'].sort());
-  t.deepEqual(s.mount, { mountPoint: t.context.fx.mnt, error: null });
+  const binding = process.env.MOUNTD_FUSE_BINDING || 'lowlevel';
+  t.like(s.mount as object, { mountPoint: t.context.fx.mnt, error: null, binding });
+  const nodes = (s.mount as { nodes: number | null }).nodes;
+  if (binding === 'lowlevel') t.true(typeof nodes === 'number' && nodes >= 1, `nodes: ${nodes}`);
+  else t.is(nodes, null);
   t.deepEqual(s.s3, { address: null });
   t.is(s.pid, t.context.fx.daemon.proc.pid);
   t.is(s.dataDir, t.context.fx.dataDir);
@@ -97,10 +101,32 @@ daemonTest('status shows open files and buffered bytes while a file is being wri
   await sh(`echo hello > ${t.context.fx.mnt}/ctl-bucket/file.txt`);
 });
 
+// The low-level binding's node table follows the kernel: every lookup is counted, and the nodes
+// the kernel forgets (here: dentries dropped with drop_caches) leave the table.
+daemonTest('the node table of the mount shrinks again when the kernel forgets what it looked up', async (t) => {
+  if ((process.env.MOUNTD_FUSE_BINDING || 'lowlevel') !== 'lowlevel') {
+    t.pass('fuse-native keeps no node table of ours');
+    return;
+  }
+  const dir = `${t.context.fx.mnt}/ctl-bucket/nodes`;
+  await sh(`mkdir -p ${dir} && for i in $(seq 1 300); do echo $i > ${dir}/f$i; done && ls -l ${dir} > /dev/null`);
+  const nodes = async () => ((await callControl(t.context.sock, 'status')) as { mount: { nodes: number } }).mount.nodes;
+  const full = await nodes();
+  t.true(full >= 300, `after 300 creates and a listing the kernel holds ${full} nodes`);
+  await sh(`rm -rf ${dir}`);
+  await sh('sync; echo 2 > /proc/sys/vm/drop_caches');
+  let after = await nodes();
+  for (let i = 0; i < 20 && after > 50; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    after = await nodes();
+  }
+  t.true(after < 50, `after rm -rf and drop_caches ${after} nodes are left (from ${full})`);
+});
+
 daemonTest('status in human form', async (t) => {
   const r = await ctl(t, 'status');
   t.is(r.code, 0, r.stderr);
-  t.regex(r.stdout, new RegExp(`mount: +${t.context.fx.mnt}\\n`));
+  t.regex(r.stdout, new RegExp(`mount: +${t.context.fx.mnt} \\((lowlevel binding, \\d+ nodes held by the kernel|fuse-native binding)\\)\\n`));
   t.regex(r.stdout, /S3: +off/);
   t.regex(r.stdout, /key server: +embedded .*reachable/);
   t.regex(r.stdout, /mountd-default +enabled .*\(default\)/);

@@ -54,7 +54,7 @@ function formatStatus(s: StatusResult): string {
   const keyServer = 'kind' in ks ? `${ks.kind} (${ks.endpoint}), ${ks.reachable ? 'reachable' : `UNREACHABLE${ks.lastError ? `: ${ks.lastError}` : ''}`}` : `UNREACHABLE: ${ks.lastError}`;
   return [
     `mountd pid ${s.pid}, up ${duration(s.uptimeSeconds)}, data ${s.dataDir}`,
-    `mount:       ${s.mount.mountPoint ?? `none (${s.mount.error})`}`,
+    `mount:       ${s.mount.mountPoint ? `${s.mount.mountPoint} (${s.mount.binding ?? 'unknown'} binding${s.mount.nodes !== null ? `, ${s.mount.nodes} nodes held by the kernel` : ''})` : `none (${s.mount.error})`}`,
     `S3:          ${s.s3.address ? `http://${s.s3.address}` : 'off'}`,
     `key server:  ${keyServer}`,
     `keys:${s.keys ? `\n${keyTable(s.keys, s.defaultKey)}` : `       unavailable (${s.keysError})`}`,

@@ -164,6 +164,8 @@ async function main(): Promise<void> {
       const mountPoint = path.resolve(argv.mount);
       mount = await mountFilesystem(engine, { mountPoint, log });
       ctx.mountPoint = mount.mountPoint;
+      const m = mount;
+      ctx.mountStatus = () => ({ binding: m.binding, nodes: m.nodes() });
       log.info(`mounted at ${mount.mountPoint}`);
     }
   }

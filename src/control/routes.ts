@@ -42,7 +42,7 @@ export interface StatusResult {
   dataDir: string;
   startedAt: string;
   uptimeSeconds: number;
-  mount: { mountPoint: string | null; error: string | null };
+  mount: { mountPoint: string | null; error: string | null; binding: string | null; nodes: number | null };
   s3: { address: string | null };
   keyServer: KeyServiceStatus | { reachable: false; lastError: string };
   defaultKey: string;
@@ -85,7 +85,12 @@ async function status(ctx: DaemonContext): Promise<StatusResult> {
     dataDir: ctx.dataDir,
     startedAt: ctx.startedAt.toISOString(),
     uptimeSeconds: Math.round((Date.now() - ctx.startedAt.getTime()) / 1000),
-    mount: { mountPoint: ctx.mountPoint ?? null, error: ctx.mountPoint ? null : (ctx.mountError ?? 'not mounted (no --mount)') },
+    mount: {
+      mountPoint: ctx.mountPoint ?? null,
+      error: ctx.mountPoint ? null : (ctx.mountError ?? 'not mounted (no --mount)'),
+      binding: ctx.mountStatus?.().binding ?? null,
+      nodes: ctx.mountStatus?.().nodes ?? null,
+    },
     s3: { address: ctx.s3Address ?? null },
     keyServer,
     defaultKey: es.defaultKey,

@@ -10,6 +10,8 @@ export interface DaemonContext {
   mountPoint?: string;
   /** Why there is no mount (no /dev/fuse, disabled by flag, mount failed). */
   mountError?: string;
+  /** The mount's binding, and how many nodes the kernel holds through it (null: not counted). */
+  mountStatus?: () => { binding: string; nodes: number | null };
   /** "host:port" of the S3 listener, if it is up. */
   s3Address?: string;
   startedAt: Date;

@@ -26,6 +26,10 @@ export interface MountOptions {
 
 export interface MountHandle {
   mountPoint: string;
+  /** Which binding serves the mount (MOUNTD_FUSE_BINDING). */
+  binding: FuseBindingName;
+  /** Nodes the kernel holds (looked up and not yet forgotten); null for fuse-native, which does not say. */
+  nodes(): number | null;
   /** Flushes open files and unmounts. */
   unmount(): Promise<void>;
 }
@@ -95,6 +99,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
 
   const handles = new OpenHandleTable();
   let detach: () => Promise<Error | null>;
+  let nodes: () => number | null = () => null;
   if (binding.kind === 'lowlevel') {
     const ll = new LowLevelMount(binding.native, makeOperations({ engine, handles, log, lowLevel: true }), {
       mountPoint,
@@ -107,6 +112,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
     } catch (err) {
       throw new MountdError(ErrorCode.Internal, `FUSE mount at ${mountPoint} failed: ${(err as Error).message}`, { cause: err });
     }
+    nodes = () => ll.nodeCount;
     detach = async () => {
       ll.unmount();
       return null;
@@ -156,7 +162,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
     }
     log.info(`unmounted ${mountPoint}${handles.size > 0 ? ` (${handles.size} file(s) were still open)` : ''}`);
   };
-  return { mountPoint, unmount: () => (unmounting ??= unmount()) };
+  return { mountPoint, binding: binding.kind, nodes, unmount: () => (unmounting ??= unmount()) };
 }
 
 /** The FUSE mount at exactly `mountPoint`, from /proc/self/mountinfo (octal escapes decoded). */
