@@ -80,25 +80,50 @@ static void dispatch(struct session *s, int op, fuse_req_t req, fuse_ino_t ino, 
   napi_get_global(env, &recv);
   napi_status st = napi_make_callback(env, s->ctx, recv, fn, 3 + argc, argv, &res);
   if (st == napi_pending_exception) {
-    // A throw in the dispatcher is a bug there; answer EIO rather than leave the caller hanging.
+    // The dispatcher catches what its handlers throw and answers EIO itself, so an exception
+    // here comes from other JavaScript run at the end of the call (nextTick, microtasks), and
+    // this request may be answered already: it is left alone, and the exception goes where any
+    // uncaught exception goes.
     napi_value exc;
     napi_get_and_clear_last_exception(env, &exc);
-    fprintf(stderr, "fuse-ll: the dispatcher threw on %s; answered EIO\n", OP_NAMES[op]);
-    if (req && op != OP_FORGET && op != OP_UNMOUNTED) fuse_reply_err(req, EIO);
+    napi_fatal_exception(env, exc);
   }
 }
+
+// Names must be UTF-8 (object keys are): a name that is not would be turned into U+FFFD on its
+// way to JavaScript, and two different names would then be one file.
+static int valid_utf8(const char *p) {
+  const unsigned char *s = (const unsigned char *)p;
+  while (*s) {
+    if (s[0] < 0x80) { s++; continue; }
+    int n; unsigned int c;
+    if ((s[0] & 0xe0) == 0xc0) { n = 1; c = s[0] & 0x1f; }
+    else if ((s[0] & 0xf0) == 0xe0) { n = 2; c = s[0] & 0x0f; }
+    else if ((s[0] & 0xf8) == 0xf0) { n = 3; c = s[0] & 0x07; }
+    else return 0;
+    for (int i = 1; i <= n; i++) { if ((s[i] & 0xc0) != 0x80) return 0; c = (c << 6) | (s[i] & 0x3f); }
+    if ((n == 1 && c < 0x80) || (n == 2 && c < 0x800) || (n == 3 && c < 0x10000) || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;
+    s += n + 1;
+  }
+  return 1;
+}
+#define NAMES_OK(req, ...) do { const char *names_[] = { __VA_ARGS__ }; \
+  for (size_t i_ = 0; i_ < sizeof names_ / sizeof names_[0]; i_++) \
+    if (!valid_utf8(names_[i_])) { fuse_reply_err(req, EILSEQ); return; } } while (0)
 
 static struct session *S(fuse_req_t req) { return (struct session *)fuse_req_userdata(req); }
 static double fhv(struct fuse_file_info *fi) { return fi ? (double)fi->fh : -1; }
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NAMES_OK(req, name);
   struct session *s = S(req); napi_value a[1] = { str(s->env, name) };
   dispatch(s, OP_LOOKUP, req, parent, 1, a);
 }
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, unsigned long nlookup) {
   struct session *s = S(req); napi_value a[1] = { num(s->env, (double)nlookup) };
-  dispatch(s, OP_FORGET, NULL, ino, 1, a);
+  // Answered (nothing to send) before JavaScript runs: nothing of the request is used after.
   fuse_reply_none(req);
+  dispatch(s, OP_FORGET, NULL, ino, 1, a);
 }
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct session *s = S(req); napi_value a[1] = { num(s->env, fhv(fi)) };
@@ -115,30 +140,37 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 }
 static void ll_readlink(fuse_req_t req, fuse_ino_t ino) { dispatch(S(req), OP_READLINK, req, ino, 0, NULL); }
 static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  NAMES_OK(req, name);
   struct session *s = S(req); napi_value a[2] = { str(s->env, name), num(s->env, mode) };
   dispatch(s, OP_MKNOD, req, parent, 2, a);
 }
 static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  NAMES_OK(req, name);
   struct session *s = S(req); napi_value a[2] = { str(s->env, name), num(s->env, mode) };
   dispatch(s, OP_MKDIR, req, parent, 2, a);
 }
 static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NAMES_OK(req, name);
   struct session *s = S(req); napi_value a[1] = { str(s->env, name) };
   dispatch(s, OP_UNLINK, req, parent, 1, a);
 }
 static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NAMES_OK(req, name);
   struct session *s = S(req); napi_value a[1] = { str(s->env, name) };
   dispatch(s, OP_RMDIR, req, parent, 1, a);
 }
 static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  NAMES_OK(req, name, link);
   struct session *s = S(req); napi_value a[2] = { str(s->env, name), str(s->env, link) };
   dispatch(s, OP_SYMLINK, req, parent, 2, a);
 }
 static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname) {
+  NAMES_OK(req, name, newname);
   struct session *s = S(req); napi_value a[3] = { str(s->env, name), num(s->env, (double)newparent), str(s->env, newname) };
   dispatch(s, OP_RENAME, req, parent, 3, a);
 }
 static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  NAMES_OK(req, newname);
   struct session *s = S(req); napi_value a[2] = { num(s->env, (double)newparent), str(s->env, newname) };
   dispatch(s, OP_LINK, req, ino, 2, a);
 }
@@ -186,6 +218,7 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino) { dispatch(S(req), OP_STAT
 static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
   struct session *s = S(req);
   if (strncmp(name, "user.", 5) != 0) { fuse_reply_err(req, ENOTSUP); return; }
+  NAMES_OK(req, name);
   napi_value v; void *data;
   if (napi_create_buffer_copy(s->env, size, value, &data, &v) != napi_ok) { fuse_reply_err(req, ENOMEM); return; }
   napi_value a[3] = { str(s->env, name), v, num(s->env, flags) };
@@ -196,6 +229,7 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
   struct session *s = S(req);
   if (strncmp(name, "user.", 5) != 0) { fuse_reply_err(req, ENOTSUP); return; }
+  NAMES_OK(req, name);
   napi_value a[2] = { str(s->env, name), num(s->env, (double)size) };
   dispatch(s, OP_GETXATTR, req, ino, 2, a);
 }
@@ -206,10 +240,12 @@ static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
   struct session *s = S(req);
   if (strncmp(name, "user.", 5) != 0) { fuse_reply_err(req, ENOTSUP); return; }
+  NAMES_OK(req, name);
   napi_value a[1] = { str(s->env, name) };
   dispatch(s, OP_REMOVEXATTR, req, ino, 1, a);
 }
 static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  NAMES_OK(req, name);
   struct session *s = S(req); napi_value a[3] = { str(s->env, name), num(s->env, mode), num(s->env, fi->flags) };
   dispatch(s, OP_CREATE, req, parent, 3, a);
 }
@@ -293,6 +329,9 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   fuse_session_add_chan(s->se, s->ch);
   int fd = fuse_chan_fd(s->ch);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  // Not inherited by the programs the daemon runs (umount, fusermount): one that outlived the
+  // daemon would keep the connection open and the mount hanging instead of failing.
+  fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
   s->bufsize = fuse_chan_bufsize(s->ch);
   napi_value recv;
   CHECK(napi_create_buffer(env, s->bufsize, (void **)&s->buf, &recv));

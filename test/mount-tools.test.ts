@@ -316,6 +316,48 @@ fuseTest('mkdir and rmdir at the root create and delete buckets; bad names are E
   t.regex(gone.stderr, /No such file/, 'a lookup of an impossible bucket name is ENOENT');
 });
 
+// Found by review: the unlink of an open file waits a moment in the store (for a rename onto the
+// name); a rename of its directory in that moment used to bring the file back under the new name.
+fuseTest('unlink of an open file, then a rename of its directory: the file stays gone, its descriptor keeps working', async (t) => {
+  const b = await bucket(t, 'unlink-mv-test');
+  await sh(`mkdir ${b}/hd && printf 'data' > ${b}/hd/f`);
+  const holder = startFdHolder();
+  t.teardown(() => holder.close());
+  const fd = (await holder.send(`open ${b}/hd/f rw`)).split(' ')[1];
+  await sh(`rm ${b}/hd/f && mv ${b}/hd ${b}/hd2`);
+  t.is(await holder.send(`pwrite ${fd} 4 ${hex('more')}`), 'ok 4');
+  t.is(await holder.send(`fstat ${fd}`), 'ok 8');
+  t.is(await holder.send(`pread ${fd} 100 0`), `ok ${hex('datamore')}`);
+  t.is(await holder.send(`close ${fd}`), 'ok ');
+  await new Promise((r) => setTimeout(r, 700));
+  t.is((await sh(`ls -A ${b}/hd2`)).trim(), '', 'the unlinked file did not come back');
+  t.deepEqual(await fsp.readdir(path.join(t.context.fx.dataDir, 'unlink-mv-test', 'hd2')), [], 'nor in the store');
+});
+
+// Object keys are UTF-8: a name that is not cannot be stored faithfully. fuse-native turns its
+// bad bytes into U+FFFD (two different names become one file); the low-level binding refuses it.
+fuseTest('names that are not UTF-8 are refused with EILSEQ (never merged into one file)', async (t) => {
+  if ((process.env.MOUNTD_FUSE_BINDING || 'lowlevel') !== 'lowlevel') {
+    t.pass('MOUNTD_FUSE_BINDING=fuse-native: a known limitation of that binding (README, Limits)');
+    return;
+  }
+  const b = await bucket(t, 'latin1-test');
+  const py = [
+    'import os, errno, sys',
+    'd = sys.argv[1].encode()',
+    "for n in (b'caf\\xe9', b'caf\\xe8', b'\\xff'):",
+    '    try:',
+    '        os.close(os.open(os.path.join(d, n), os.O_CREAT | os.O_EXCL | os.O_WRONLY))',
+    "        print('created')",
+    '    except OSError as e:',
+    '        print(errno.errorcode[e.errno])',
+    "os.close(os.open(os.path.join(d, 'caf\\u00e9'.encode()), os.O_CREAT | os.O_EXCL | os.O_WRONLY))",
+    'print(sorted(os.listdir(sys.argv[1])))',
+  ].join('\n');
+  const r = await run('python3', ['-c', py, b]);
+  t.is(r.stdout, "EILSEQ\nEILSEQ\nEILSEQ\n['café']\n", r.stderr);
+});
+
 fuseTest('unlink of an open file: the descriptor keeps working, the name and the data are gone', async (t) => {
   const b = await bucket(t, 'unlink-test');
   await sh(`mkdir ${b}/d && printf 'still here' > ${b}/d/open.txt`);

@@ -994,6 +994,16 @@ export class Engine {
     return this.handle(h).file.size;
   }
 
+  /**
+   * The attributes of the file a handle has open, whatever its name is now (it may have been
+   * unlinked or replaced by a rename since): fstat(2) of an open descriptor.
+   */
+  handleStat(h: number): Stat {
+    const f = this.handle(h).file;
+    const st = f.backingStat();
+    return { type: 'file', size: f.size, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, nlink: 1, ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+  }
+
   /** Flushes and drops a handle; the file closes with its last handle. */
   async release(h: number): Promise<void> {
     const handle = this.handle(h);

@@ -104,6 +104,11 @@ export class OpenFile {
     this.writeback = new Writeback(fh);
   }
 
+  /** The backing file's own attributes (fstat of the descriptor this file holds). */
+  backingStat(): { mode: number; uid: number; gid: number; ino: number; atimeMs: number; mtimeMs: number; ctimeMs: number } {
+    return fstatSync(this.fh.fd);
+  }
+
   get size(): number {
     return this.logicalSize;
   }

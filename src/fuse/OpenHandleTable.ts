@@ -44,10 +44,15 @@ export class OpenHandleTable {
     return this.all().filter((h) => h.path === path);
   }
 
-  /** Open handles follow a rename of their file or of a directory above it. */
+  /** Open handles, and hidden names of unlinked open files, follow a rename of a directory above them. */
   renamed(from: string, to: string): void {
     for (const h of this.handles.values()) {
       if (isAtOrBelow(h.path, from)) h.path = to + h.path.slice(from.length);
+    }
+    for (const [p, st] of [...this.hidden]) {
+      if (!isAtOrBelow(p, from)) continue;
+      this.hidden.delete(p);
+      this.hidden.set(to + p.slice(from.length), st);
     }
   }
 

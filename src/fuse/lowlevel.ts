@@ -113,6 +113,11 @@ export interface LowLevelMountOptions {
   log: Logger;
   /** Called when the kernel ends the session by itself (an unmount from outside). */
   onUnmounted?: () => void;
+  /**
+   * The attributes of an open file by its handle (fstat), for a node whose name is gone or is
+   * another file's now; null if the handle is unknown. Without it, such a getattr answers ESTALE.
+   */
+  statHandle?: (fh: number) => FuseStat | null;
 }
 
 export class LowLevelMount {
@@ -133,6 +138,8 @@ export class LowLevelMount {
    */
   private readonly gated = new Map<string, Array<() => void>>();
   private closed = false;
+  /** The native session is freed (after unmount, or after the kernel ended it). */
+  private released = false;
   private readonly direct: number;
   private readonly handlers: Array<((req: number, node: Node, a: never, b: never, c: never, d: never) => void) | undefined> = [];
 
@@ -155,8 +162,9 @@ export class LowLevelMount {
   }
 
   unmount(): void {
-    if (this.closed || !this.session) return;
     this.closed = true;
+    if (this.released || !this.session) return;
+    this.released = true;
     this.n.unmount(this.session.session);
   }
 
@@ -231,6 +239,18 @@ export class LowLevelMount {
     });
   }
 
+  /**
+   * getattr of a node whose name is gone or taken: through an open handle, the open file's own
+   * attributes (fstat of a descriptor opened while a rename replaced the name still works);
+   * without one, ESTALE, and the kernel looks the name up again.
+   */
+  private staleAttr(req: number, node: Node, fh: number): void {
+    const st = fh >= 0 ? (this.opts.statHandle?.(fh) ?? null) : null;
+    if (!st) return this.n.replyErr(req, E.ESTALE);
+    this.fillAttr(node, st);
+    this.n.replyAttr(req, 0);
+  }
+
   // ---- replies ----------------------------------------------------------------------------
 
   private err(req: number, negErrno: number): void {
@@ -285,6 +305,9 @@ export class LowLevelMount {
     if (op === this.n.ops.unmounted) {
       this.closed = true;
       this.opts.log.warn(`mount: the kernel ended the FUSE session of ${this.opts.mountPoint} (unmounted from outside?)`);
+      // The session, its /dev/fuse descriptor and its poll handle go too (not from inside the
+      // read that reported the end).
+      setImmediate(() => this.unmount());
       this.opts.onUnmounted?.();
       return;
     }
@@ -331,8 +354,8 @@ export class LowLevelMount {
       this.entry(req, parent, name);
     });
 
-    on<number>(o.getattr, (req, node) => {
-      if (node.stale) return this.n.replyErr(req, E.ESTALE);
+    on<number>(o.getattr, (req, node, fh) => {
+      if (node.stale) return this.staleAttr(req, node, fh);
       ops.getattr(this.pathOf(node), (err, st) => {
         if (this.closed) return;
         if (err !== 0 || !st) return this.err(req, err || -E.EIO);
@@ -349,7 +372,8 @@ export class LowLevelMount {
       const size = scratch[5]!;
       const atime = scratch[8]!;
       const mtime = scratch[9]!;
-      if (node.stale) return this.n.replyErr(req, E.ESTALE);
+      // A stale node's name is another file's: only a size change through the handle applies.
+      if (node.stale && (toSet !== SET_SIZE || fh < 0)) return this.n.replyErr(req, E.ESTALE);
       const p = this.pathOf(node);
       const steps: Array<(next: (err: number) => void) => void> = [];
       if (toSet & SET_MODE) steps.push((next) => ops.chmod(p, mode, next));
@@ -365,6 +389,7 @@ export class LowLevelMount {
           steps[i]!((err) => (err !== 0 ? this.err(req, err) : step(i + 1)));
           return;
         }
+        if (node.stale) return this.staleAttr(req, node, fh);
         ops.getattr(p, (err, st) => {
           if (this.closed) return;
           if (err !== 0 || !st) return this.err(req, err || -E.EIO);
@@ -473,6 +498,11 @@ export class LowLevelMount {
       ops.open(this.pathOf(node), flags, (err, fh) => {
         if (err !== 0 || fh === undefined) {
           node.open--;
+          // Hidden by an unlink while this open was under way, and nothing else holds it.
+          if (node.hidden && node.open === 0) {
+            node.hidden = false;
+            this.detach(node);
+          }
           this.dropIfUnused(node);
           return this.err(req, err || -E.EIO);
         }

@@ -8,7 +8,7 @@ import type { Engine, Logger } from '../engine/index.js';
 import { ErrorCode, MountdError } from '../errors/index.js';
 import { isPatchedBinding, loadFuse, type FuseInstance } from './binding.js';
 import { LOW_LEVEL_NATIVE_PATH, LowLevelMount, loadLowLevel } from './lowlevel.js';
-import { makeOperations } from './operations.js';
+import { makeOperations, toFuseStat } from './operations.js';
 import { OpenHandleTable } from './OpenHandleTable.js';
 import { isAtOrBelow } from './paths.js';
 
@@ -106,6 +106,14 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
       options: lowLevelOptionString(process.env.MOUNTD_FUSE_DEBUG === '1'),
       directIo: opts.directIo ?? true,
       log,
+      statHandle: (fh) => {
+        try {
+          return toFuseStat(engine.handleStat(fh));
+        } catch {
+          return null;
+        }
+      },
+      onUnmounted: () => log.error(`mount: ${mountPoint} was unmounted from outside; the S3 listener goes on (restart mountd to mount again)`),
     });
     try {
       ll.mount();

@@ -57,7 +57,7 @@ class Refusal extends Error {
 }
 const refuse = (name: Parameters<typeof errno>[0]) => new Refusal(errno(name));
 
-function toFuseStat(st: Stat): FuseStat {
+export function toFuseStat(st: Stat): FuseStat {
   const type = st.type === 'directory' ? S_IFDIR : st.type === 'symlink' ? S_IFLNK : S_IFREG;
   return {
     mode: type | (st.mode & 0o7777),
@@ -400,7 +400,9 @@ export function makeOperations({ engine, handles, log, lowLevel = false }: Opera
         const from = parseMountPath(src);
         const to = parseMountPath(dest);
         if (from.kind === 'root' || to.kind === 'root') throw refuse('EBUSY');
-        await settle(src);
+        // Pending unlinks of the source, or of open files below a directory that moves, are
+        // carried out first: a name they remove must not reappear under the new path.
+        for (const q of [...handles.pendingUnlinks.keys()]) if (isAtOrBelow(q, src)) await settle(q);
         // Whatever our handle table says: libfuse counts a file open until our answer to its
         // release, which may still be on its way.
         if (from.kind === 'object' && isHiddenName(dest)) {
