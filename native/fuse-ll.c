@@ -417,15 +417,18 @@ static napi_value reply_err(napi_env env, napi_callback_info info) {
 }
 
 // replyEntry(req, entryTimeout, attrTimeout): the node and its attributes from the scratch.
+static void entry_from(napi_env env, napi_value *argv, struct fuse_entry_param *e) {
+  memset(e, 0, sizeof *e);
+  stat_from_scratch(&e->attr);
+  e->ino = e->attr.st_ino;
+  e->entry_timeout = arg_num(env, argv[1]);
+  e->attr_timeout = arg_num(env, argv[2]);
+}
+
 static napi_value reply_entry(napi_env env, napi_callback_info info) {
   ARGS(3);
   struct fuse_entry_param e;
-  memset(&e, 0, sizeof e);
-  stat_from_scratch(&e.attr);
-  e.ino = e.attr.st_ino;
-  e.generation = 0;
-  e.entry_timeout = arg_num(env, argv[1]);
-  e.attr_timeout = arg_num(env, argv[2]);
+  entry_from(env, argv, &e);
   fuse_reply_entry(req_of(env, argv[0]), &e);
   return NULL;
 }
@@ -434,11 +437,7 @@ static napi_value reply_entry(napi_env env, napi_callback_info info) {
 static napi_value reply_create(napi_env env, napi_callback_info info) {
   ARGS(5);
   struct fuse_entry_param e;
-  memset(&e, 0, sizeof e);
-  stat_from_scratch(&e.attr);
-  e.ino = e.attr.st_ino;
-  e.entry_timeout = arg_num(env, argv[1]);
-  e.attr_timeout = arg_num(env, argv[2]);
+  entry_from(env, argv, &e);
   struct fuse_file_info fi;
   memset(&fi, 0, sizeof fi);
   fi.fh = (uint64_t)arg_num(env, argv[3]);
