@@ -284,6 +284,10 @@ fuseTest('access and modification times are set apart: touch -a, touch -m, cp -a
   const b = await bucket(t, 'times-test');
   await sh(`printf x > ${b}/f && touch -m -d '2010-01-01 00:00:00 UTC' ${b}/f && touch -a -d '2001-02-03 04:05:06 UTC' ${b}/f`);
   t.is(await sh(`stat -c '%X %Y' ${b}/f`), '981173106 1262304000\n', 'touch -a leaves mtime alone (UTIME_OMIT), touch -m leaves atime alone');
+  // Reading it, and opening it to write, leave the access time alone (the backing file is read
+  // with O_NOATIME); touch -m on a file whose atime was set keeps it.
+  await sh(`cat ${b}/f > /dev/null && touch -m -d '2012-01-01 00:00:00 UTC' ${b}/f`);
+  t.is(await sh(`stat -c '%X %Y' ${b}/f`), '981173106 1325376000\n', 'a read and touch -m leave atime alone');
   // A source whose atime and mtime differ: cp -a and tar keep the mtime, not the atime.
   const src = path.join(t.context.fx.root, 'times-src');
   await sh(`mkdir -p ${src} && printf one > ${src}/one && touch -m -d '2015-05-05 05:05:05 UTC' ${src}/one && touch -a -d '2019-09-09 09:09:09 UTC' ${src}/one`);

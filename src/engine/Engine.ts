@@ -1572,7 +1572,7 @@ export class Engine {
   private async load(p: string, bucket: string, key: string, customerKey: Uint8Array | undefined, attempt = 0): Promise<OpenFile> {
     let fh: FdFile;
     try {
-      fh = FdFile.open(p, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
+      fh = FdFile.openNoAtime(p, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
     } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
     }
