@@ -28,12 +28,18 @@ export class OpenHandleTable {
     return this.handles.get(fh);
   }
 
+  /**
+   * @param keepHidden hidden names stay until forgetHidden() (the low-level binding counts opens
+   *   under way too, and says when the last one is gone); otherwise they go with their last handle.
+   */
+  constructor(private readonly keepHidden = false) {}
+
   /** Forgets a handle; the hidden name of an unlinked file goes with its last handle. */
   remove(fh: number): void {
     const h = this.handles.get(fh);
     if (!h) return;
     this.handles.delete(fh);
-    if (this.hidden.has(h.path) && this.at(h.path).length === 0) this.hidden.delete(h.path);
+    if (!this.keepHidden && this.hidden.has(h.path) && this.at(h.path).length === 0) this.hidden.delete(h.path);
   }
 
   all(): OpenHandle[] {

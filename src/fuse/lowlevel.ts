@@ -85,7 +85,10 @@ let NAMED_OPS = new Set<number>();
 
 class Node {
   nlookup = 0;
+  /** Opens answered or under way (what decides whether an unlink or a rename hides the file). */
   open = 0;
+  /** Opens answered: handles a new open of a hidden file can share. */
+  handles = 0;
   /** Renamed to a hidden name because it was unlinked or replaced while open. */
   hidden = false;
   /** Its name was removed or taken by another file: the kernel must look the name up again. */
@@ -118,6 +121,13 @@ export interface LowLevelMountOptions {
    * another file's now; null if the handle is unknown. Without it, such a getattr answers ESTALE.
    */
   statHandle?: (fh: number) => FuseStat | null;
+  /**
+   * Tells the operations' handle table where a handle's file is now: an open that was under way
+   * while a rename hid or moved its node was recorded under the name it started with.
+   */
+  moveHandle?: (fh: number, path: string) => void;
+  /** The last descriptor of a hidden file is gone: its hidden name may be forgotten. */
+  dropHidden?: (path: string) => void;
 }
 
 export class LowLevelMount {
@@ -320,7 +330,16 @@ export class LowLevelMount {
       const p = NAMED_OPS.has(op) && typeof a === 'string' ? this.childPath(node, a) : this.pathOf(node);
       const waiting = this.gated.get(p);
       if (waiting) {
-        waiting.push(() => this.dispatch(op, req, ino, a, b, c, d));
+        // What lives only for the dispatch call (the attributes of a setattr in the scratch, the
+        // data of a write in the receive buffer) is kept now and put back for the replay, which
+        // runs synchronously in a later turn, before any other request can overwrite them again.
+        const attrs = op === this.n.ops.setattr ? scratch.slice() : null;
+        const data = op === this.n.ops.write ? Buffer.from(this.session!.recv.subarray(a as number, (a as number) + (b as number))) : null;
+        waiting.push(() => {
+          if (attrs) scratch.set(attrs);
+          if (data) data.copy(this.session!.recv, a as number);
+          this.dispatch(op, req, ino, a, b, c, d);
+        });
         return;
       }
     }
@@ -493,14 +512,18 @@ export class LowLevelMount {
     });
 
     on<number>(o.open, (req, node, flags) => {
-      if (node.stale) return this.n.replyErr(req, E.ESTALE);
+      // A hidden file with no open handle left to share (its last one is closing, or its opens
+      // are still under way): the name is another file's now, so the kernel looks it up again.
+      if (node.stale || (node.hidden && node.handles === 0)) return this.n.replyErr(req, E.ESTALE);
       node.open++;
-      ops.open(this.pathOf(node), flags, (err, fh) => {
+      const started = this.pathOf(node);
+      ops.open(started, flags, (err, fh) => {
         if (err !== 0 || fh === undefined) {
           node.open--;
           // Hidden by an unlink while this open was under way, and nothing else holds it.
           if (node.hidden && node.open === 0) {
             node.hidden = false;
+            this.opts.dropHidden?.(this.pathOf(node));
             this.detach(node);
           }
           this.dropIfUnused(node);
@@ -508,6 +531,9 @@ export class LowLevelMount {
         }
         if (this.closed) return;
         this.fileNodes.set(fh, node);
+        node.handles++;
+        const now = this.pathOf(node);
+        if (now !== started) this.opts.moveHandle?.(fh, now);
         this.n.replyOpen(req, fh, this.direct);
       });
     });
@@ -523,6 +549,7 @@ export class LowLevelMount {
           }
           const node = this.remember(parent, name);
           node.open++;
+          node.handles++;
           this.fileNodes.set(fh, node);
           this.fillAttr(node, st);
           this.n.replyCreate(req, ENTRY_TIMEOUT, ATTR_TIMEOUT, fh, this.direct);
@@ -562,11 +589,13 @@ export class LowLevelMount {
       const p = this.pathOf(node);
       this.fileNodes.delete(fh);
       node.open = Math.max(0, node.open - 1);
+      node.handles = Math.max(0, node.handles - 1);
       // The last descriptor of a file unlinked while open: the node is gone for new opens at
       // once (they look the name up again). Its hidden name lived in the handle table only
       // (operations.ts) and leaves with the handle.
       if (node.hidden && node.open === 0) {
         node.hidden = false;
+        this.opts.dropHidden?.(p);
         this.detach(node);
       }
       ops.release(p, fh, (err) => {

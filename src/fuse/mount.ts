@@ -97,7 +97,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
   await clearStaleMount(mountPoint, log);
   await fsp.mkdir(mountPoint, { recursive: true });
 
-  const handles = new OpenHandleTable();
+  const handles = new OpenHandleTable(binding.kind === 'lowlevel');
   let detach: () => Promise<Error | null>;
   let nodes: () => number | null = () => null;
   if (binding.kind === 'lowlevel') {
@@ -113,6 +113,11 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
           return null;
         }
       },
+      moveHandle: (fh, p) => {
+        const h = handles.get(fh);
+        if (h) h.path = p;
+      },
+      dropHidden: (p) => handles.forgetHidden(p),
       onUnmounted: () => log.error(`mount: ${mountPoint} was unmounted from outside; the S3 listener goes on (restart mountd to mount again)`),
     });
     try {
