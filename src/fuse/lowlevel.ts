@@ -80,8 +80,6 @@ const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
 const IO_BUFFER = 128 * 1024;
-/** Operation codes whose first argument is a name in the node's directory (see gated). */
-let NAMED_OPS = new Set<number>();
 
 class Node {
   nlookup = 0;
@@ -136,8 +134,9 @@ export class LowLevelMount {
   private readonly nodes = new Map<number, Node>();
   private readonly root = new Node(ROOT_ID, null, '');
   private nextId = ROOT_ID + 1;
-  private readonly fileNodes = new Map<number, Node>();
   private readonly dirs = new Map<number, DirHandle>();
+  /** Operation codes whose first argument is a name in the node's directory (see gated). */
+  private readonly namedOps: Set<number>;
   private nextDir = 1;
   private readonly pool: Buffer[] = [];
   private session: NativeSession | null = null;
@@ -164,7 +163,7 @@ export class LowLevelMount {
     this.root.nlookup = 1;
     this.nodes.set(ROOT_ID, this.root);
     this.installHandlers();
-    NAMED_OPS = new Set([n.ops.lookup, n.ops.mknod, n.ops.mkdir, n.ops.unlink, n.ops.rmdir, n.ops.symlink, n.ops.rename, n.ops.create].filter((x): x is number => x !== undefined));
+    this.namedOps = new Set([n.ops.lookup, n.ops.mknod, n.ops.mkdir, n.ops.unlink, n.ops.rmdir, n.ops.symlink, n.ops.rename, n.ops.create].filter((x): x is number => x !== undefined));
   }
 
   mount(): void {
@@ -327,7 +326,7 @@ export class LowLevelMount {
     if (!handler) return this.n.replyErr(req, E.ENOSYS);
     if (!node) return this.n.replyErr(req, E.ESTALE);
     if (this.gated.size > 0) {
-      const p = NAMED_OPS.has(op) && typeof a === 'string' ? this.childPath(node, a) : this.pathOf(node);
+      const p = this.namedOps.has(op) && typeof a === 'string' ? this.childPath(node, a) : this.pathOf(node);
       const waiting = this.gated.get(p);
       if (waiting) {
         // What lives only for the dispatch call (the attributes of a setattr in the scratch, the
@@ -530,7 +529,6 @@ export class LowLevelMount {
           return this.err(req, err || -E.EIO);
         }
         if (this.closed) return;
-        this.fileNodes.set(fh, node);
         node.handles++;
         const now = this.pathOf(node);
         if (now !== started) this.opts.moveHandle?.(fh, now);
@@ -550,7 +548,6 @@ export class LowLevelMount {
           const node = this.remember(parent, name);
           node.open++;
           node.handles++;
-          this.fileNodes.set(fh, node);
           this.fillAttr(node, st);
           this.n.replyCreate(req, ENTRY_TIMEOUT, ATTR_TIMEOUT, fh, this.direct);
         });
@@ -587,7 +584,6 @@ export class LowLevelMount {
 
     on<number>(o.release, (req, node, fh) => {
       const p = this.pathOf(node);
-      this.fileNodes.delete(fh);
       node.open = Math.max(0, node.open - 1);
       node.handles = Math.max(0, node.handles - 1);
       // The last descriptor of a file unlinked while open: the node is gone for new opens at
