@@ -253,6 +253,17 @@ export class LowLevelMount {
    * attributes (fstat of a descriptor opened while a rename replaced the name still works);
    * without one, ESTALE, and the kernel looks the name up again.
    */
+  /** Answers with a node's attributes: by its path, or through the handle when the node is stale. */
+  private attr(req: number, node: Node, fh: number): void {
+    if (node.stale) return this.staleAttr(req, node, fh);
+    this.ops.getattr(this.pathOf(node), (err, st) => {
+      if (this.closed) return;
+      if (err !== 0 || !st) return this.err(req, err || -E.EIO);
+      this.fillAttr(node, st);
+      this.n.replyAttr(req, ATTR_TIMEOUT);
+    });
+  }
+
   private staleAttr(req: number, node: Node, fh: number): void {
     const st = fh >= 0 ? (this.opts.statHandle?.(fh) ?? null) : null;
     if (!st) return this.n.replyErr(req, E.ESTALE);
@@ -373,13 +384,7 @@ export class LowLevelMount {
     });
 
     on<number>(o.getattr, (req, node, fh) => {
-      if (node.stale) return this.staleAttr(req, node, fh);
-      ops.getattr(this.pathOf(node), (err, st) => {
-        if (this.closed) return;
-        if (err !== 0 || !st) return this.err(req, err || -E.EIO);
-        this.fillAttr(node, st);
-        this.n.replyAttr(req, ATTR_TIMEOUT);
-      });
+      this.attr(req, node, fh);
     });
 
     on<number, number>(o.setattr, (req, node, toSet, fh) => {
@@ -407,13 +412,7 @@ export class LowLevelMount {
           steps[i]!((err) => (err !== 0 ? this.err(req, err) : step(i + 1)));
           return;
         }
-        if (node.stale) return this.staleAttr(req, node, fh);
-        ops.getattr(p, (err, st) => {
-          if (this.closed) return;
-          if (err !== 0 || !st) return this.err(req, err || -E.EIO);
-          this.fillAttr(node, st);
-          this.n.replyAttr(req, ATTR_TIMEOUT);
-        });
+        this.attr(req, node, fh);
       };
       step(0);
     });
