@@ -1,6 +1,6 @@
 // The storage engine both doors use: buckets, objects, open handles, renames, metadata and the key lifecycle.
 import { createHash } from 'node:crypto';
-import { chmodSync, constants as fsConstants, fchmodSync, fstatSync, readSync, lchownSync, linkSync, lstatSync, renameSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, constants as fsConstants, fchmodSync, fstatSync, readSync, lchownSync, linkSync, lstatSync, mkdirSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -359,9 +359,16 @@ export class Engine {
   }
 
   async headBucket(name: string): Promise<void> {
-    const st = await fsp.stat(this.store.bucketPath(name)).catch((err) => {
+    // Metadata calls on the request path are made directly: each call through the thread pool
+    // costs the main thread a cross-CPU wake-up (100-170 us measured on the benchmark machine)
+    // where the call itself takes 1-5 us on a cached tree. Bulk reads, writes and fsync still go
+    // through the pool.
+    let st;
+    try {
+      st = statSync(this.store.bucketPath(name));
+    } catch (err) {
       throw fromSystemError(err, `bucket ${name}`);
-    });
+    }
     if (!st.isDirectory()) throw new MountdError(ErrorCode.NotFound, `bucket ${name}: not found`);
   }
 
@@ -419,9 +426,9 @@ export class Engine {
       // Exclusive: no open of the path may load the old file and register it after the swap.
       await this.namespace.write(async () => {
         await this.makeParents(bucket, parsed.segments.slice(0, -1));
-        const st = await fsp.lstat(target).catch(() => null);
+        const st = lstatSync(target, { throwIfNoEntry: false });
         if (st?.isDirectory()) throw new MountdError(ErrorCode.NameConflict, `${bucket}/${key}: a directory of that name exists`);
-        await this.replaceAt(target, () => fsp.rename(tmp, target));
+        await this.replaceAt(target, async () => renameSync(tmp, target));
       });
       await this.store.fsyncDir(path.dirname(target));
       ok = true;
@@ -1656,7 +1663,7 @@ export class Engine {
   }
 
   private async info(f: OpenFile, customerKey: Uint8Array | undefined): Promise<ObjectInfo> {
-    const st = await fsp.stat(f.backingPath).catch(() => null);
+    const st = statSync(f.backingPath, { throwIfNoEntry: false });
     return {
       bucket: f.bucket,
       key: f.key,
@@ -1668,9 +1675,12 @@ export class Engine {
   }
 
   private async markerInfo(bucket: string, key: string): Promise<ObjectInfo> {
-    const st = await fsp.stat(this.store.objectPath(bucket, key)).catch((err) => {
+    let st;
+    try {
+      st = statSync(this.store.objectPath(bucket, key));
+    } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
-    });
+    }
     if (!st.isDirectory()) throw new MountdError(ErrorCode.NotFound, `${bucket}/${key}: not found`);
     return { bucket, key, size: 0, mtimeMs: st.mtimeMs, meta: { etag: EMPTY_MD5, user: {} }, encryption: { kind: 'default', algorithm: 'AES-256-GCM', formatVersion: FORMAT_VERSION, fileId: '' } };
   }
@@ -1752,11 +1762,11 @@ export class Engine {
     for (let i = 0; i < segments.length; i++) {
       p = path.join(p, segments[i]!);
       try {
-        await fsp.mkdir(p, { mode: 0o755 });
+        mkdirSync(p, { mode: 0o755 });
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== 'EEXIST') throw fromSystemError(err, p);
-        const st = await fsp.lstat(p);
+        const st = lstatSync(p);
         if (!st.isDirectory()) {
           throw new MountdError(ErrorCode.NameConflict, `${bucket}/${segments.slice(0, i + 1).join('/')} is an object, so it cannot also be a prefix`);
         }
