@@ -16,6 +16,7 @@ import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../engine/index.js';
 import { UTIME_NOW_MS, UTIME_OMIT_MS, type FuseOperations, type FuseStat } from './binding.js';
+import { ErrorCode, MountdError } from '../errors/index.js';
 
 const E = osConstants.errno;
 
@@ -28,7 +29,7 @@ interface NativeSession {
 type Dispatch = (op: number, req: number, ino: number, a?: unknown, b?: unknown, c?: unknown, d?: unknown) => void;
 
 interface LowLevelNative {
-  mount(mountPoint: string, options: string, dispatch: Dispatch): NativeSession;
+  mount(mountPoint: string, options: string, dispatch: Dispatch, spinMicros: number): NativeSession;
   unmount(session: unknown): void;
   setScratch(a: Float64Array): void;
   replyErr(req: number, errno: number): void;
@@ -62,6 +63,25 @@ export function loadLowLevel(): LowLevelNative | null {
 export const LOW_LEVEL_NATIVE_PATH = path.relative(process.cwd(), NATIVE_PATH);
 
 /** How long the kernel may keep a name and its attributes without asking again (libfuse's default). */
+/**
+ * The wait for a next request (LowLevelMountOptions.spinMicros). On the benchmark machine it cut
+ * a tar x of 3,000 files from 5.1 to 4.0 s and md5sum -c from 1.9 to 1.45 s (30 us: 4.2 and
+ * 1.5 s; 300 us: 3.9 and 1.45 s); an idle mount spends nothing, a busy one at most this much CPU
+ * per pause of its caller.
+ */
+export const DEFAULT_SPIN_MICROS = 100;
+const MAX_SPIN_MICROS = 100_000;
+
+/** MOUNTD_FUSE_SPIN_US: an integer number of microseconds, 0 to 100000; unset gives the default. */
+export function spinMicrosFromEnv(value = process.env.MOUNTD_FUSE_SPIN_US): number {
+  if (value === undefined || value === '') return DEFAULT_SPIN_MICROS;
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || n > MAX_SPIN_MICROS) {
+    throw new MountdError(ErrorCode.InvalidArgument, `MOUNTD_FUSE_SPIN_US must be a whole number of microseconds from 0 to ${MAX_SPIN_MICROS}, not ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
 const ENTRY_TIMEOUT = 1;
 const ATTR_TIMEOUT = 1;
 const ROOT_ID = 1;
@@ -112,6 +132,12 @@ export interface LowLevelMountOptions {
   options: string;
   directIo: boolean;
   log: Logger;
+  /**
+   * How long, in microseconds, the session waits for a next request after answering all it was
+   * given, before the event loop sleeps (native/fuse-ll.c, on_readable); 0 never waits.
+   * Default DEFAULT_SPIN_MICROS.
+   */
+  spinMicros?: number;
   /** Called when the kernel ends the session by itself (an unmount from outside). */
   onUnmounted?: () => void;
   /**
@@ -167,7 +193,8 @@ export class LowLevelMount {
   }
 
   mount(): void {
-    this.session = this.n.mount(this.opts.mountPoint, this.opts.options, (op, req, ino, a, b, c, d) => this.dispatch(op, req, ino, a, b, c, d));
+    const spin = this.opts.spinMicros ?? DEFAULT_SPIN_MICROS;
+    this.session = this.n.mount(this.opts.mountPoint, this.opts.options, (op, req, ino, a, b, c, d) => this.dispatch(op, req, ino, a, b, c, d), spin);
   }
 
   unmount(): void {

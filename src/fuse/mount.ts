@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import type { Engine, Logger } from '../engine/index.js';
 import { ErrorCode, MountdError } from '../errors/index.js';
 import { isPatchedBinding, loadFuse, type FuseInstance } from './binding.js';
-import { LOW_LEVEL_NATIVE_PATH, LowLevelMount, loadLowLevel } from './lowlevel.js';
+import { LOW_LEVEL_NATIVE_PATH, LowLevelMount, loadLowLevel, spinMicrosFromEnv } from './lowlevel.js';
 import { makeOperations, toFuseStat } from './operations.js';
 import { OpenHandleTable } from './OpenHandleTable.js';
 import { isAtOrBelow } from './paths.js';
@@ -94,6 +94,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
     throw new MountdError(ErrorCode.InvalidArgument, `the mount point ${mountPoint} and the data directory ${root} must not contain each other`);
   }
   const binding = chosenBinding();
+  const spinMicros = spinMicrosFromEnv();
   await clearStaleMount(mountPoint, log);
   await fsp.mkdir(mountPoint, { recursive: true });
 
@@ -105,6 +106,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
       mountPoint,
       options: lowLevelOptionString(process.env.MOUNTD_FUSE_DEBUG === '1'),
       directIo: opts.directIo ?? true,
+      spinMicros,
       log,
       statHandle: (fh) => {
         try {
