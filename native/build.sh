@@ -38,3 +38,11 @@ gcc -O2 -g -Wall -fPIC -shared -D_FILE_OFFSET_BITS=64 -DNODE_GYP_MODULE_NAME=mou
   -I"$node_include" -I"$fuse_include" fuse-ll.c -o "$ll_out.tmp" "$libfuse"
 mv "$ll_out.tmp" "$ll_out"
 echo "native: built native/$ll_out"
+
+# io.node: preadv2(RWF_NOWAIT), a read of what the page cache holds without the thread pool (see
+# the head of io.c).
+io_out=build/io.node
+gcc -O2 -g -Wall -fPIC -shared -D_FILE_OFFSET_BITS=64 -DNODE_GYP_MODULE_NAME=mountd_io \
+  -I"$node_include" io.c -o "$io_out.tmp"
+mv "$io_out.tmp" "$io_out"
+echo "native: built native/$io_out"

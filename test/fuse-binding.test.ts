@@ -33,3 +33,16 @@ test('the mount runs on the low-level binding by default; MOUNTD_FUSE_BINDING pi
   t.is(binding({ MOUNTD_FUSE_BINDING: 'fuse-native' }), 'fuse-native');
   t.regex(binding({ MOUNTD_FUSE_BINDING: 'threads' }), /^error: MOUNTD_FUSE_BINDING must be lowlevel or fuse-native/);
 });
+
+test('MOUNTD_FUSE_SPIN_US: the low-level session waits 100 us for a next request unless told otherwise; a bad value is an error', async (t) => {
+  const { spinMicrosFromEnv, DEFAULT_SPIN_MICROS } = await import('../src/fuse/lowlevel.js');
+  t.is(DEFAULT_SPIN_MICROS, 100);
+  t.is(spinMicrosFromEnv(undefined), 100);
+  t.is(spinMicrosFromEnv(''), 100);
+  t.is(spinMicrosFromEnv('0'), 0);
+  t.is(spinMicrosFromEnv('250'), 250);
+  t.is(spinMicrosFromEnv('100000'), 100_000);
+  for (const bad of ['abc', '-1', '1.5', '100001', ' 5', '1e3']) {
+    t.throws(() => spinMicrosFromEnv(bad), { message: /MOUNTD_FUSE_SPIN_US must be a whole number of microseconds from 0 to 100000/ }, bad);
+  }
+});
