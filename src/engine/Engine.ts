@@ -1711,6 +1711,7 @@ export class Engine {
     const header = encodeHeader(this.random(16));
     const tmp = this.store.tempPath('create');
     let keep: FdFile | undefined;
+    let born: { dev: number; ino: number; ctimeMs: number; birthtimeMs: number } | undefined;
     try {
       const fh = FdFile.open(tmp, 'wx+', 0o600);
       try {
@@ -1722,6 +1723,7 @@ export class Engine {
         const first = Buffer.concat([header.bytes, Buffer.from(nonce), sealed]);
         for (let at = 0; at < first.length; ) at += writeSync(fh.fd, first, at, first.length - at, at);
         fchmodSync(fh.fd, mode & 0o7777);
+        born = fstatSync(fh.fd);
         // No fsync: like any new file, it is durable after fsync(2) of it (a mount fsync) and not before.
         if (keepOpen) keep = fh;
       } finally {
@@ -1743,6 +1745,8 @@ export class Engine {
           this.detach(target);
         }
       });
+      // The getattr that follows a create need not read the mark back (see isSymlink).
+      if (born.birthtimeMs > 0) this.symlinkCache.set(`${born.dev}:${born.ino}:${born.birthtimeMs}`, { ctimeMs: born.ctimeMs, symlink: content !== undefined });
     } catch (err) {
       await keep?.close().catch(() => undefined);
       throw fromSystemError(err, target.slice(this.store.root.length + 1));
