@@ -7,7 +7,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { s3Bench, type S3Row } from './s3.js';
+import { NULL_SERVER, s3Bench, type S3Row } from './s3.js';
 import { keyBench, type KeyRow } from './keys.js';
 import { roundTripBench } from './roundtrip.js';
 
@@ -277,8 +277,21 @@ async function main(): Promise<void> {
     const rows: S3Row[] = await s3Bench({ root: ROOT, work: WORK, sizeMiB: SIZE_MIB });
     const lines = ['| server | workload | MB/s | req/s | p50 ms | p99 ms |', '|---|---|---|---|---|---|'];
     for (const r of rows) lines.push(`| ${r.server} | ${r.workload} | ${r.mbps === undefined ? '-' : fmt(r.mbps, 0)} | ${r.rps === undefined ? '-' : fmt(r.rps, 0)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} |`);
+    // mountd beside moto_server and beside the client's ceiling, workload by workload (SSE-S3).
+    const speed = (r?: S3Row) => r?.mbps ?? r?.rps;
+    const ratios = ['| mountd, SSE-S3 | vs moto_server | share of the client ceiling |', '|---|---|---|'];
+    for (const r of rows.filter((x) => x.server === 'mountd' && x.workload.endsWith('SSE-S3'))) {
+      const moto = speed(rows.find((x) => x.server === 'moto_server' && x.workload === r.workload));
+      const ceiling = speed(rows.find((x) => x.server === NULL_SERVER && x.workload === r.workload));
+      const ours = speed(r);
+      const share = ours !== undefined && ceiling ? `${fmt((100 * ours) / ceiling, 0)}%` : 'n/a';
+      ratios.push(`| ${r.workload.replace(/, SSE-S3$/, '')} | ${ours !== undefined && moto ? `${fmt(ours / moto)}x` : 'n/a'} | ${share} |`);
+    }
     console.log(lines.join('\n'));
-    sections.push(`## S3\n\nThe same client code (bench/s3.ts, AWS SDK for JavaScript v3) against each server on 127.0.0.1. ${SIZE_MIB} MiB object PUT and GET (one client); 2,000 objects of 4 KiB PUT then GET with 16 concurrent clients.\n\n${lines.join('\n')}\n`);
+    console.log(ratios.join('\n'));
+    sections.push(
+      `## S3\n\nThe same client code (bench/s3.ts, AWS SDK for JavaScript v3) against each server on 127.0.0.1. ${SIZE_MIB} MiB object PUT and GET (one client); 2,000 objects of 4 KiB PUT then GET with 16 concurrent clients. "${NULL_SERVER}" is bench/null-s3-server.mjs: it checks nothing and stores nothing but sizes, so what the client reaches against it is the most any server can show here, where client and server share the machine's ${os.cpus().length} cores.\n\n${lines.join('\n')}\n\n${ratios.join('\n')}\n`,
+    );
   }
   if (ONLY.includes('keys')) {
     const rows: KeyRow[] = await keyBench({ root: ROOT, work: WORK });

@@ -75,6 +75,9 @@ async function launch(name: string, cmd: string, argv: string[], port: number, s
   };
 }
 
+/** The server that does nothing: what the client alone reaches (a row of its own in the table). */
+export const NULL_SERVER = 'null server (client ceiling)';
+
 function pct(sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
@@ -118,6 +121,11 @@ export async function s3Bench(opts: { root: string; work: string; sizeMiB: numbe
       const port = await freePort();
       await fsp.mkdir(path.join(dir, 's3rver'), { recursive: true });
       return launch('s3rver', process.execPath, [path.join(tools, 'node_modules/s3rver/bin/s3rver.js'), '-d', path.join(dir, 's3rver'), '-a', '127.0.0.1', '-p', String(port), '--silent'], port, false, dir);
+    },
+    async () => {
+      // Not a peer: the client's own ceiling on these cores (see bench/null-s3-server.mjs).
+      const port = await freePort();
+      return launch(NULL_SERVER, process.execPath, [path.join(opts.root, 'bench/null-s3-server.mjs'), String(port)], port, false, dir);
     },
   ];
   for (const start of starters) {
