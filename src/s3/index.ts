@@ -177,8 +177,13 @@ export async function startS3Server(engine: Engine, opts: S3Options): Promise<S3
     res.end(body);
   }
 
+  // An idle kept-alive connection is closed after 65 s, not Node's 5 s: SDK clients keep theirs
+  // with no timeout of their own, and one that sends on a connection just as the server closes
+  // it gets "socket hang up" (seen once in the benchmark, whose 16 connections idled for ~6 s
+  // while one client streamed 1 GiB). 65 s outlasts the usual pauses of a client, as load
+  // balancers' 60 s idle timeouts do.
   const server = http.createServer(
-    { maxHeaderSize: opts.maxHeaderSize ?? 8 * 1024, requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000 },
+    { maxHeaderSize: opts.maxHeaderSize ?? 8 * 1024, requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 65_000 },
     (req, res) => void handle(req, res, false),
   );
   // Expect: 100-continue: authenticate and route first; the body is asked for only when a handler reads it.
