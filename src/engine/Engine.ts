@@ -34,6 +34,7 @@ import { RwLock } from './mutex.js';
 import { formatRotateProgress, type RotateOptions, type RotateProgress } from './rotate.js';
 import { ObjectKeys, customerKeyMd5, type EncryptionSpec } from './ObjectKeys.js';
 import { FdFile, Writeback } from './FdFile.js';
+import { Md5 } from './Md5.js';
 import { OpenFile, batchPool, packagePool, sealPackageInto, writeAll, writeFully, type DirtyBudget, type TailGuard } from './OpenFile.js';
 
 export type { EncryptionSpec } from './ObjectKeys.js';
@@ -455,7 +456,7 @@ export class Engine {
   ): Promise<{ etag: string; size: number; record: KeyRecord; fileId: Buffer }> {
     const { oek, record } = await this.keys.create(bucket, sealKey, spec);
     const header = encodeHeader(this.random(16));
-    const md5 = createHash('md5');
+    const md5 = new Md5();
     let size = 0;
     let fh: FdFile | undefined;
     try {
@@ -510,7 +511,7 @@ export class Engine {
         // No background fdatasync may outlive the file handle; its error is this PUT's.
         await writeback.settle();
       }
-      const etag = etagOverride ?? md5.digest('hex');
+      const etag = etagOverride ?? (await md5.hex());
       await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
       await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { etag, ...meta }));
       await out.sync();
@@ -519,6 +520,7 @@ export class Engine {
       return { etag, size, record, fileId: header.fileId };
     } finally {
       oek.fill(0);
+      md5.abort(); // a failed PUT's queued chunks (nothing once hex() ran)
       await fh?.close().catch(() => undefined);
     }
   }
