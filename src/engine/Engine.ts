@@ -1,6 +1,6 @@
 // The storage engine both doors use: buckets, objects, open handles, renames, metadata and the key lifecycle.
 import { createHash } from 'node:crypto';
-import { chmodSync, constants as fsConstants, fchmodSync, fstatSync, readSync, lchownSync, linkSync, lstatSync, mkdirSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, constants as fsConstants, fchmodSync, fstatSync, readSync, lchownSync, linkSync, lstatSync, mkdirSync, renameSync, rmdirSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -610,15 +610,17 @@ export class Engine {
     await this.namespace.read(async () => {
       const p = this.store.objectPath(bucket, key);
       try {
-        const st = await fsp.lstat(p);
+        const st = lstatSync(p);
         if (st.isDirectory()) {
           if (!parsed.isDirectoryMarker) return;
-          await fsp.rmdir(p).catch((err) => {
+          try {
+            rmdirSync(p);
+          } catch (err) {
             if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
-          });
+          }
         } else {
           if (parsed.isDirectoryMarker) return;
-          await this.replaceAt(p, () => fsp.unlink(p));
+          await this.replaceAt(p, async () => unlinkSync(p));
         }
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
@@ -882,7 +884,7 @@ export class Engine {
     const p = this.store.objectPath(bucket, key);
     await this.namespace.read(async () => {
       try {
-        await fsp.mkdir(p, { mode });
+        mkdirSync(p, { mode });
       } catch (err) {
         throw fromSystemError(err, `${bucket}/${key}`);
       }
@@ -893,7 +895,7 @@ export class Engine {
     const p = this.store.objectPath(bucket, key);
     await this.namespace.read(async () => {
       try {
-        await fsp.rmdir(p);
+        rmdirSync(p);
       } catch (err) {
         throw fromSystemError(err, `${bucket}/${key}`);
       }
@@ -1036,17 +1038,23 @@ export class Engine {
   async unlink(bucket: string, key: string, opts: { ifIno?: number } = {}): Promise<void> {
     const p = this.store.objectPath(bucket, key);
     await this.namespace.read(async () => {
-      const st = await fsp.lstat(p).catch((err) => {
+      // Direct system calls (rm -rf makes one unlink per file; see headBucket).
+      let st;
+      try {
+        st = lstatSync(p);
+      } catch (err) {
         throw fromSystemError(err, `${bucket}/${key}`);
-      });
+      }
       if (st.isDirectory()) throw new MountdError(ErrorCode.IsDirectory, `${bucket}/${key}: is a directory`);
       // `ifIno`: only that file; one that replaced it since (a PUT, a rename) stays.
       if (opts.ifIno !== undefined && st.ino !== opts.ifIno) return;
-      await this.replaceAt(p, () =>
-        fsp.unlink(p).catch((err) => {
+      await this.replaceAt(p, async () => {
+        try {
+          unlinkSync(p);
+        } catch (err) {
           throw fromSystemError(err, `${bucket}/${key}`);
-        }),
-      );
+        }
+      });
     });
   }
 
