@@ -278,7 +278,15 @@ static void digest_done(napi_env env, napi_value js_cb, void *context, void *dat
   napi_value v = digest_value(env, h);
   if (h->ok) napi_resolve_deferred(env, h->deferred, v); else napi_reject_deferred(env, h->deferred, v);
   napi_release_threadsafe_function(h->done, napi_tsfn_release);
-  napi_delete_reference(env, h->self);
+}
+
+// The threadsafe function's finalizer: runs on the loop thread before Node frees the function,
+// after the digest was delivered or at environment teardown (then with the thread maybe still
+// hashing: it is joined here, while the function it will call is still allocated).
+static void digest_tsfn_free(napi_env env, void *data, void *hint) {
+  hasher_t *h = data;
+  if (h->threaded) { pthread_join(h->th, NULL); h->threaded = 0; }
+  napi_delete_reference(env, h->self);   // only now may the hasher be collected
 }
 
 static napi_value md5_digest(napi_env env, napi_callback_info info) {
@@ -300,7 +308,13 @@ static napi_value md5_digest(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "mountd.md5", NAPI_AUTO_LENGTH, &name);
   napi_threadsafe_function tsfn;
   napi_create_reference(env, argv[0], 1, &h->self);
-  napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, h, digest_done, &tsfn);
+  if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, h, digest_tsfn_free, h, digest_done, &tsfn) != napi_ok) {
+    napi_delete_reference(env, h->self);
+    hash_stop(h);
+    napi_value err; napi_create_string_utf8(env, "MD5: no threadsafe function", NAPI_AUTO_LENGTH, &err);
+    napi_create_error(env, NULL, err, &err); napi_reject_deferred(env, h->deferred, err);
+    return promise;
+  }
   pthread_mutex_lock(&h->mu);
   h->done = tsfn;
   h->stop = 1;   // no more chunks: the thread finishes the queue, then the digest

@@ -337,7 +337,7 @@ static napi_value mount_(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   double spin_us = 0;
   if (argc >= 4) napi_get_value_double(env, argv[3], &spin_us);
-  if (!(spin_us >= 0 && spin_us <= 100000)) spin_us = 0;
+  if (!(spin_us >= 0 && spin_us <= 2000)) spin_us = 0;
   if (!g_scratch) { napi_throw_error(env, NULL, "fuse-ll: setScratch first"); return NULL; }
   size_t n;
   char mnt[4096], opts[1024];

@@ -34,15 +34,17 @@ test('the mount runs on the low-level binding by default; MOUNTD_FUSE_BINDING pi
   t.regex(binding({ MOUNTD_FUSE_BINDING: 'threads' }), /^error: MOUNTD_FUSE_BINDING must be lowlevel or fuse-native/);
 });
 
-test('MOUNTD_FUSE_SPIN_US: the low-level session waits 100 us for a next request unless told otherwise; a bad value is an error', async (t) => {
+test('MOUNTD_FUSE_SPIN_US: the low-level session waits 100 us for a next request unless told otherwise (0 on one CPU); a bad value is an error', async (t) => {
   const { spinMicrosFromEnv, DEFAULT_SPIN_MICROS } = await import('../src/fuse/lowlevel.js');
   t.is(DEFAULT_SPIN_MICROS, 100);
-  t.is(spinMicrosFromEnv(undefined), 100);
-  t.is(spinMicrosFromEnv(''), 100);
+  t.is(spinMicrosFromEnv(undefined, 2), 100);
+  t.is(spinMicrosFromEnv('', 2), 100);
+  t.is(spinMicrosFromEnv(undefined, 1), 0, 'one CPU: no wait');
+  t.is(spinMicrosFromEnv('50', 1), 50, 'unless asked for');
   t.is(spinMicrosFromEnv('0'), 0);
   t.is(spinMicrosFromEnv('250'), 250);
-  t.is(spinMicrosFromEnv('100000'), 100_000);
-  for (const bad of ['abc', '-1', '1.5', '100001', ' 5', '1e3']) {
-    t.throws(() => spinMicrosFromEnv(bad), { message: /MOUNTD_FUSE_SPIN_US must be a whole number of microseconds from 0 to 100000/ }, bad);
+  t.is(spinMicrosFromEnv('2000'), 2000);
+  for (const bad of ['abc', '-1', '1.5', '2001', '100000', ' 5', '1e3']) {
+    t.throws(() => spinMicrosFromEnv(bad), { message: /MOUNTD_FUSE_SPIN_US must be a whole number of microseconds from 0 to 2000/ }, bad);
   }
 });

@@ -1,11 +1,14 @@
 // The ETag's MD5 (src/engine/Md5.ts): inline for the first 8 MiB, then on a thread of its own
 // (native/crypto.c), against node:crypto; and a PUT's ETag across that threshold.
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { createHash, randomBytes } from 'node:crypto';
 import { Md5, md5Implementation } from '../src/engine/Md5.js';
 import { makeFixture } from './helpers/engine.js';
 
 const MiB = 1024 * 1024;
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 test('the threaded MD5 is what the tests run (scripts/setup builds native/build/crypto.node)', (t) => {
   t.is(md5Implementation, 'threaded');
@@ -47,4 +50,18 @@ test('a PUT larger than the inline part gets the MD5 of its body as ETag', async
   } finally {
     await fx.cleanup();
   }
+});
+
+test('MOUNTD_NATIVE_CRYPTO=0 hashes through node:crypto, with the same digest (the built daemon in dist/)', (t) => {
+  const probe = `
+    import { Md5, md5Implementation } from './dist/engine/Md5.js';
+    import { createHash } from 'node:crypto';
+    const data = Buffer.alloc(20 * 1024 * 1024, 7);
+    const h = new Md5();
+    for (let at = 0; at < data.length; at += 1000003) h.update(data.subarray(at, at + 1000003));
+    console.log(md5Implementation, (await h.hex()) === createHash('md5').update(data).digest('hex'));`;
+  const run = (env: NodeJS.ProcessEnv) =>
+    execFileSync(process.execPath, ['--input-type=module', '-e', probe], { cwd: ROOT, env: { ...process.env, ...env } }).toString().trim();
+  t.is(run({ MOUNTD_NATIVE_CRYPTO: '0' }), 'node:crypto true');
+  t.is(run({ MOUNTD_NATIVE_CRYPTO: '' }), 'threaded true');
 });

@@ -456,7 +456,8 @@ export class Engine {
   ): Promise<{ etag: string; size: number; record: KeyRecord; fileId: Buffer }> {
     const { oek, record } = await this.keys.create(bucket, sealKey, spec);
     const header = encodeHeader(this.random(16));
-    const md5 = new Md5();
+    // A multipart completion gives its ETag: its body needs no MD5.
+    const md5 = etagOverride === undefined ? new Md5() : null;
     let size = 0;
     let fh: FdFile | undefined;
     try {
@@ -491,7 +492,7 @@ export class Engine {
       try {
         let fill = 0;
         for await (const chunk of toIterable(body)) {
-          md5.update(chunk);
+          md5?.update(chunk);
           size += chunk.length;
           for (let at = 0; at < chunk.length; ) {
             if (fill === PACKAGE_PLAINTEXT) {
@@ -511,7 +512,7 @@ export class Engine {
         // No background fdatasync may outlive the file handle; its error is this PUT's.
         await writeback.settle();
       }
-      const etag = etagOverride ?? (await md5.hex());
+      const etag = etagOverride ?? (await md5!.hex());
       await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
       await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { etag, ...meta }));
       await out.sync();
@@ -520,7 +521,7 @@ export class Engine {
       return { etag, size, record, fileId: header.fileId };
     } finally {
       oek.fill(0);
-      md5.abort(); // a failed PUT's queued chunks (nothing once hex() ran)
+      md5?.abort(); // a failed PUT's queued chunks (nothing once hex() ran)
       await fh?.close().catch(() => undefined);
     }
   }

@@ -126,7 +126,12 @@ export class FdFile implements BackingHandle {
   read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
     let got = 0;
     if (nativeIo && length > 0 && length <= NOWAIT_READ_MAX) {
-      const n = nativeIo.preadNoWait(this.fd, buffer, offset, length, position);
+      let n: number;
+      try {
+        n = nativeIo.preadNoWait(this.fd, buffer, offset, length, position);
+      } catch (err) {
+        return Promise.reject(err); // bad arguments reject, as fs.read's do
+      }
       if (n === length || n === 0) return Promise.resolve({ bytesRead: n }); // 0: at the end
       if (n > 0) got = n; // the rest is not cached, or is past the end: the pool reads on from there
       else if (n === -EOPNOTSUPP) nativeIo = null; // a backing file system without RWF_NOWAIT

@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { constants as osConstants } from 'node:os';
+import { availableParallelism, constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../engine/index.js';
 import { UTIME_NOW_MS, UTIME_OMIT_MS, type FuseOperations, type FuseStat } from './binding.js';
@@ -70,11 +70,15 @@ export const LOW_LEVEL_NATIVE_PATH = path.relative(process.cwd(), NATIVE_PATH);
  * per pause of its caller.
  */
 export const DEFAULT_SPIN_MICROS = 100;
-const MAX_SPIN_MICROS = 100_000;
+/** The session spends at most 2 ms per wake-up waiting (native/fuse-ll.c, SPIN_BUDGET_NS). */
+const MAX_SPIN_MICROS = 2000;
 
-/** MOUNTD_FUSE_SPIN_US: an integer number of microseconds, 0 to 100000; unset gives the default. */
-export function spinMicrosFromEnv(value = process.env.MOUNTD_FUSE_SPIN_US): number {
-  if (value === undefined || value === '') return DEFAULT_SPIN_MICROS;
+/**
+ * MOUNTD_FUSE_SPIN_US: an integer number of microseconds, 0 to 2000; unset gives the default,
+ * or 0 on a machine with one CPU, where the wait would keep the caller itself from running.
+ */
+export function spinMicrosFromEnv(value = process.env.MOUNTD_FUSE_SPIN_US, cpus = availableParallelism()): number {
+  if (value === undefined || value === '') return cpus > 1 ? DEFAULT_SPIN_MICROS : 0;
   const n = Number(value);
   if (!/^[0-9]+$/.test(value) || n > MAX_SPIN_MICROS) {
     throw new MountdError(ErrorCode.InvalidArgument, `MOUNTD_FUSE_SPIN_US must be a whole number of microseconds from 0 to ${MAX_SPIN_MICROS}, not ${JSON.stringify(value)}`);
@@ -193,7 +197,7 @@ export class LowLevelMount {
   }
 
   mount(): void {
-    const spin = this.opts.spinMicros ?? DEFAULT_SPIN_MICROS;
+    const spin = this.opts.spinMicros ?? spinMicrosFromEnv('');
     this.session = this.n.mount(this.opts.mountPoint, this.opts.options, (op, req, ino, a, b, c, d) => this.dispatch(op, req, ino, a, b, c, d), spin);
   }
 
@@ -282,6 +286,8 @@ export class LowLevelMount {
    */
   /** Answers with a node's attributes: by its path, or through the handle when the node is stale. */
   private attr(req: number, node: Node, fh: number): void {
+    // Reached from a setattr's callback too, which may come after an unmount: no reply then.
+    if (this.closed) return;
     if (node.stale) return this.staleAttr(req, node, fh);
     this.ops.getattr(this.pathOf(node), (err, st) => {
       if (this.closed) return;
