@@ -264,7 +264,7 @@ async function main(): Promise<void> {
     const lines = ['| served by | requests | µs per request |', '|---|---|---|'];
     const labels: Record<string, string> = {
       'fuse-native': 'fuse-native (libfuse high-level loop on its threads, hand-off to the main thread): the null FUSE, and mountd with MOUNTD_FUSE_BINDING=fuse-native',
-      'fuse-ll': "mountd's binding: a libfuse low-level session on the main event loop (native/fuse-ll.c, src/fuse/lowlevel.ts)",
+      'fuse-ll': "mountd's binding: a libfuse low-level session on the main event loop (native/fuse-ll.c, src/fuse/lowlevel.ts), waiting up to 100 us for the next request before the loop sleeps (MOUNTD_FUSE_SPIN_US)",
       gocryptfs: 'gocryptfs (go-fuse)',
     };
     for (const r of rows) lines.push(`| ${labels[r.target] ?? r.target} | ${r.requests} | ${fmt(r.usPerRequest, 1)} |`);
