@@ -41,7 +41,9 @@ static const char *OP_NAMES[OP_COUNT] = {
 };
 
 // Scratch layout (Float64Array): attributes at 0..11, statfs at 0..10.
-enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_SIZE, A_BLOCKS, A_BLKSIZE, A_ATIME, A_MTIME, A_CTIME, A_RDEV, SCRATCH_LEN = 16 };
+// A_INO is st_ino (the backing file's inode number, stable while the file lives); A_NODE is the
+// FUSE node id an entry reply gives the kernel (it changes when the kernel forgets the node).
+enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_SIZE, A_BLOCKS, A_BLKSIZE, A_ATIME, A_MTIME, A_CTIME, A_RDEV, A_NODE, SCRATCH_LEN = 16 };
 
 struct session {
   napi_env env;
@@ -456,7 +458,7 @@ static napi_value reply_err(napi_env env, napi_callback_info info) {
 static void entry_from(napi_env env, napi_value *argv, struct fuse_entry_param *e) {
   memset(e, 0, sizeof *e);
   stat_from_scratch(&e->attr);
-  e->ino = e->attr.st_ino;
+  e->ino = (fuse_ino_t)g_scratch[A_NODE];
   e->entry_timeout = arg_num(env, argv[1]);
   e->attr_timeout = arg_num(env, argv[2]);
 }

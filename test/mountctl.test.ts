@@ -123,6 +123,27 @@ daemonTest('the node table of the mount shrinks again when the kernel forgets wh
   t.true(after < 50, `after rm -rf and drop_caches ${after} nodes are left (from ${full})`);
 });
 
+// st_ino is the backing file's inode number, not the node id: it survives the kernel forgetting
+// the node (git, backup tools and find -inum compare inode numbers from one run to the next).
+daemonTest('a file keeps its inode number when the kernel forgets it and looks it up again; listings agree', async (t) => {
+  if ((process.env.MOUNTD_FUSE_BINDING || 'lowlevel') !== 'lowlevel') {
+    t.pass('fuse-native numbers inodes by libfuse node (its high-level API without use_ino)');
+    return;
+  }
+  const dir = `${t.context.fx.mnt}/ctl-bucket/inodes`;
+  await sh(`mkdir -p ${dir} && echo one > ${dir}/a && echo two > ${dir}/b`);
+  const before = (await fsp.stat(`${dir}/a`)).ino;
+  const backing = (await fsp.stat(path.join(t.context.fx.dataDir, 'ctl-bucket', 'inodes', 'a'))).ino;
+  t.is(before, backing, 'st_ino is the backing file\'s inode number');
+  t.not((await fsp.stat(`${dir}/b`)).ino, before);
+  // ls -i reads d_ino from the listing; for a name the kernel has looked up it is the same.
+  const listed = (await sh(`ls -i ${dir}`)).split('\n').find((l) => / a$/.test(l.trim()));
+  t.is(Number(listed?.trim().split(/\s+/)[0]), before, `ls -i: ${listed}`);
+  await sh('sync; echo 2 > /proc/sys/vm/drop_caches');
+  t.is((await fsp.stat(`${dir}/a`)).ino, before, 'the same number after the kernel forgot the node');
+  await sh(`rm -rf ${dir}`);
+});
+
 daemonTest('status in human form', async (t) => {
   const r = await ctl(t, 'status');
   t.is(r.code, 0, r.stderr);

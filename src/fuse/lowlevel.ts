@@ -116,6 +116,8 @@ class Node {
   /** Its name was removed or taken by another file: the kernel must look the name up again. */
   stale = false;
   kids: Map<string, Node> | undefined;
+  /** st_ino as last answered (the backing file's inode number), for readdir's d_ino. */
+  ino: number | undefined;
   constructor(
     readonly id: number,
     public parent: Node | null,
@@ -311,7 +313,11 @@ export class LowLevelMount {
   }
 
   private fillAttr(node: Node, st: FuseStat): void {
-    scratch[0] = node.id;
+    // st_ino is the backing file's inode number: it stays the same when the kernel forgets the
+    // node and looks the name up again (git, backup tools and find -inum compare it); the node
+    // id in slot 12 is what the kernel knows the node by.
+    node.ino = st.ino;
+    scratch[0] = st.ino ?? node.id;
     scratch[1] = st.mode;
     scratch[2] = st.nlink;
     scratch[3] = st.uid;
@@ -323,6 +329,7 @@ export class LowLevelMount {
     scratch[9] = st.mtime;
     scratch[10] = st.ctime;
     scratch[11] = 0;
+    scratch[12] = node.id;
   }
 
   /** Answers a request that made or found `name` in `parent` with its node and attributes. */
@@ -714,7 +721,7 @@ export class LowLevelMount {
     bytes.forEach((b, i) => {
       const name = names[i]!;
       const node = name === '.' ? dh.node : name === '..' ? (dh.node.parent ?? dh.node) : this.child(dh.node, name);
-      const ino = node?.id ?? UNKNOWN_INO;
+      const ino = node?.ino ?? node?.id ?? UNKNOWN_INO;
       out.writeBigUInt64LE(BigInt(ino), at);
       out.writeBigUInt64LE(BigInt(i + 1), at + 8);
       out.writeUInt32LE(b.length, at + 16);

@@ -66,6 +66,7 @@ export function toFuseStat(st: Stat): FuseStat {
     size: st.size,
     // Files are never hard-linked on the mount; tar and du take nlink > 1 as a hard link.
     nlink: st.type === 'directory' ? st.nlink : 1,
+    ino: st.ino,
     blksize: BLKSIZE,
     // Plaintext bytes in 512-byte units rounded up to 4 KiB: what du should add up.
     blocks: Math.ceil(st.size / 4096) * 8,
@@ -177,7 +178,7 @@ export function makeOperations({ engine, handles, log, lowLevel = false }: Opera
 
   const rootStat = async (): Promise<FuseStat> => {
     const st = await fsp.stat(engine.store.root);
-    return { mode: S_IFDIR | 0o755, uid: st.uid, gid: st.gid, size: 4096, nlink: 2, blksize: BLKSIZE, blocks: 8, atime: st.atimeMs, mtime: st.mtimeMs, ctime: st.ctimeMs };
+    return { mode: S_IFDIR | 0o755, ino: st.ino, uid: st.uid, gid: st.gid, size: 4096, nlink: 2, blksize: BLKSIZE, blocks: 8, atime: st.atimeMs, mtime: st.mtimeMs, ctime: st.ctimeMs };
   };
 
   const statOf = async (p: string, mp: MountPath): Promise<FuseStat> => {
