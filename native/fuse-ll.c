@@ -40,7 +40,7 @@ static const char *OP_NAMES[OP_COUNT] = {
   "listxattr", "removexattr", "create", "unmounted"
 };
 
-// Scratch layout (Float64Array): attributes at 0..11, statfs at 0..10.
+// Scratch layout (Float64Array): attributes at 0..12, statfs at 0..10.
 // A_INO is st_ino (the backing file's inode number, stable while the file lives); A_NODE is the
 // FUSE node id an entry reply gives the kernel (it changes when the kernel forgets the node).
 enum { A_INO, A_MODE, A_NLINK, A_UID, A_GID, A_SIZE, A_BLOCKS, A_BLKSIZE, A_ATIME, A_MTIME, A_CTIME, A_RDEV, A_NODE, SCRATCH_LEN = 16 };
@@ -64,7 +64,6 @@ struct session {
 
 static double *g_scratch;
 static napi_ref g_scratch_ref;
-
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "fuse-ll: " #call " failed"); return NULL; } } while (0)
 

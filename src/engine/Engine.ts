@@ -1674,7 +1674,12 @@ export class Engine {
   }
 
   private async info(f: OpenFile, customerKey: Uint8Array | undefined): Promise<ObjectInfo> {
-    const st = statSync(f.backingPath, { throwIfNoEntry: false });
+    let st;
+    try {
+      st = statSync(f.backingPath, { throwIfNoEntry: false });
+    } catch {
+      st = undefined; // the open file answers for itself; only its mtime is missing then
+    }
     return {
       bucket: f.bucket,
       key: f.key,

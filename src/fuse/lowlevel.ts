@@ -62,7 +62,6 @@ export function loadLowLevel(): LowLevelNative | null {
 
 export const LOW_LEVEL_NATIVE_PATH = path.relative(process.cwd(), NATIVE_PATH);
 
-/** How long the kernel may keep a name and its attributes without asking again (libfuse's default). */
 /**
  * The wait for a next request (LowLevelMountOptions.spinMicros). On the benchmark machine it cut
  * a tar x of 3,000 files from 5.1 to 4.0 s and md5sum -c from 1.9 to 1.45 s (30 us: 4.2 and
@@ -86,6 +85,7 @@ export function spinMicrosFromEnv(value = process.env.MOUNTD_FUSE_SPIN_US, cpus 
   return n;
 }
 
+/** How long the kernel may keep a name and its attributes without asking again (libfuse's default). */
 const ENTRY_TIMEOUT = 1;
 const ATTR_TIMEOUT = 1;
 const ROOT_ID = 1;
@@ -141,7 +141,7 @@ export interface LowLevelMountOptions {
   /**
    * How long, in microseconds, the session waits for a next request after answering all it was
    * given, before the event loop sleeps (native/fuse-ll.c, on_readable); 0 never waits.
-   * Default DEFAULT_SPIN_MICROS.
+   * Default: DEFAULT_SPIN_MICROS, or 0 on one CPU (spinMicrosFromEnv).
    */
   spinMicros?: number;
   /** Called when the kernel ends the session by itself (an unmount from outside). */
