@@ -822,16 +822,28 @@ export class Engine {
 
   /** Stat without decryption; `key` "" is the bucket itself. */
   async stat(bucket: string, key: string): Promise<Stat> {
+    const st = await this.statOrNull(bucket, key);
+    if (!st) throw new MountdError(ErrorCode.NotFound, `${bucket}/${key}: not found`);
+    return st;
+  }
+
+  /**
+   * stat, with null for a name that does not exist: the mount's lookups of missing names (a
+   * create's first step, a search along PATH or include directories) make no error objects,
+   * whose stack traces cost more than the lstat itself.
+   */
+  async statOrNull(bucket: string, key: string): Promise<Stat | null> {
     const p = key === '' ? this.store.bucketPath(bucket) : this.store.objectPath(bucket, key);
     let st;
     try {
       // Synchronous on purpose: getattr is the mount's most frequent call (libfuse answers every
       // setattr with one), and an lstat of a local backing directory takes microseconds, less
       // than the hop through libuv's thread pool.
-      st = lstatSync(p);
+      st = lstatSync(p, { throwIfNoEntry: false });
     } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
     }
+    if (!st) return null;
     const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, nlink: st.nlink, ino: st.ino, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
     if (st.isDirectory()) return { type: 'directory', size: st.size, ...base };
     if (!st.isFile()) throw new MountdError(ErrorCode.NotSupported, `${bucket}/${key}: not a regular file`);

@@ -56,6 +56,8 @@ class Refusal extends Error {
   }
 }
 const refuse = (name: Parameters<typeof errno>[0]) => new Refusal(errno(name));
+/** The answer to a lookup of a missing name, made once: its stack is never read. */
+const NO_ENTRY = refuse('ENOENT');
 
 export function toFuseStat(st: Stat): FuseStat {
   const type = st.type === 'directory' ? S_IFDIR : st.type === 'symlink' ? S_IFLNK : S_IFREG;
@@ -189,7 +191,9 @@ export function makeOperations({ engine, handles, log, lowLevel = false }: Opera
       return toFuseStat({ ...hidden, size: open ? engine.handleSize(open.fh) : hidden.size });
     }
     const { bucket, key } = engineKey(mp)!;
-    return toFuseStat(await lookup(() => engine.stat(bucket, key)));
+    const st = await lookup(() => engine.statOrNull(bucket, key));
+    if (!st) throw NO_ENTRY;
+    return toFuseStat(st);
   };
 
   /** Buffered writes land before a time is set, so the flush on close does not move mtime again. */
