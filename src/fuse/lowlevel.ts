@@ -89,6 +89,8 @@ export function spinMicrosFromEnv(value = process.env.MOUNTD_FUSE_SPIN_US, cpus 
 const ENTRY_TIMEOUT = 1;
 const ATTR_TIMEOUT = 1;
 const ROOT_ID = 1;
+/** st_ino of a node whose backing inode number cannot be given exactly: 2^52 + its node id. */
+const NODE_INO_BASE = 2 ** 52;
 /** d_ino for a listed name the kernel has not looked up (libfuse's FUSE_UNKNOWN_INO). */
 const UNKNOWN_INO = 0xffffffff;
 const S_IFMT = 0o170000;
@@ -315,9 +317,11 @@ export class LowLevelMount {
   private fillAttr(node: Node, st: FuseStat): void {
     // st_ino is the backing file's inode number: it stays the same when the kernel forgets the
     // node and looks the name up again (git, backup tools and find -inum compare it); the node
-    // id in slot 12 is what the kernel knows the node by.
-    node.ino = st.ino;
-    scratch[0] = st.ino ?? node.id;
+    // id in slot 12 is what the kernel knows the node by. A number above 2^53 (overlayfs with
+    // xino, Lustre, NFS) has lost its low bits in a JavaScript number, and neighbours would
+    // share it: such files are numbered by node, in a range of their own.
+    node.ino = st.ino !== undefined && Number.isSafeInteger(st.ino) ? st.ino : undefined;
+    scratch[0] = node.ino ?? NODE_INO_BASE + node.id;
     scratch[1] = st.mode;
     scratch[2] = st.nlink;
     scratch[3] = st.uid;
@@ -721,7 +725,7 @@ export class LowLevelMount {
     bytes.forEach((b, i) => {
       const name = names[i]!;
       const node = name === '.' ? dh.node : name === '..' ? (dh.node.parent ?? dh.node) : this.child(dh.node, name);
-      const ino = node?.ino ?? node?.id ?? UNKNOWN_INO;
+      const ino = node ? (node.ino ?? NODE_INO_BASE + node.id) : UNKNOWN_INO;
       out.writeBigUInt64LE(BigInt(ino), at);
       out.writeBigUInt64LE(BigInt(i + 1), at + 8);
       out.writeUInt32LE(b.length, at + 16);
