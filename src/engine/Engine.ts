@@ -157,6 +157,13 @@ const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e';
 const UPLOADS_DIR = 'uploads';
 const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{32}$/;
 
+/** Whether the open file `fd` is still the file at `p`, by exact (bigint) device and inode. */
+function sameInode(fd: number, p: string): boolean {
+  const a = fstatSync(fd, { bigint: true });
+  const b = lstatSync(p, { bigint: true, throwIfNoEntry: false });
+  return b !== undefined && a.ino === b.ino && a.dev === b.dev;
+}
+
 export class Engine {
   readonly store: BackingStore;
   readonly keyService: KeyService;
@@ -869,6 +876,9 @@ export class Engine {
     // With a birth time (statx on ext4, xfs, btrfs, tmpfs), device, inode and birth time name one
     // file for good: a reused inode number is born later. Without one, the change time guards
     // the entry (and every chmod, chown, utime or xattr change costs a new check).
+    // An inode number above 2^53 (overlayfs with xino, Lustre) is rounded in a JavaScript
+    // number and would name its neighbours too: no cache for those.
+    if (!Number.isSafeInteger(st.ino)) return (await this.store.getXattr(p, SYMLINK_XATTR)) !== null;
     const born = st.birthtimeMs > 0;
     const id = born ? `${st.dev}:${st.ino}:${st.birthtimeMs}` : `${st.dev}:${st.ino}`;
     const hit = this.symlinkCache.get(id);
@@ -1618,7 +1628,9 @@ export class Engine {
       // The record is read by path: a put or rename that replaced the file since the open gave
       // the new file's record (or none), which does not open this file's data. Same file, or again.
       const now = lstatSync(p, { throwIfNoEntry: false }) ?? null;
-      if (!now || now.ino !== st.ino || now.dev !== st.dev) {
+      // Inode numbers above 2^53 are rounded in a number: compared exactly then.
+      const moved = !now || now.ino !== st.ino || now.dev !== st.dev || (!Number.isSafeInteger(st.ino) && !sameInode(fh.fd, p));
+      if (moved) {
         await fh.close().catch(() => undefined);
         if (attempt >= 8) throw new MountdError(ErrorCode.Busy, `${bucket}/${key}: replaced while it was being opened; retry`);
         return this.load(p, bucket, key, customerKey, attempt + 1);
@@ -1774,7 +1786,7 @@ export class Engine {
         }
       });
       // The getattr that follows a create need not read the mark back (see isSymlink).
-      if (born.birthtimeMs > 0) this.symlinkCache.set(`${born.dev}:${born.ino}:${born.birthtimeMs}`, { ctimeMs: born.ctimeMs, symlink: content !== undefined });
+      if (born.birthtimeMs > 0 && Number.isSafeInteger(born.ino)) this.symlinkCache.set(`${born.dev}:${born.ino}:${born.birthtimeMs}`, { ctimeMs: born.ctimeMs, symlink: content !== undefined });
     } catch (err) {
       await keep?.close().catch(() => undefined);
       throw fromSystemError(err, target.slice(this.store.root.length + 1));
