@@ -14,14 +14,23 @@ interface NativeAead {
  * was a quarter of the streaming I/O time). Built by scripts/setup; node:crypto when missing or
  * when MOUNTD_NATIVE_CRYPTO=0.
  */
-const native: NativeAead | null = (() => {
+const nativeModule: object | null = (() => {
   if (process.env.MOUNTD_NATIVE_CRYPTO === '0') return null;
   try {
-    return createRequire(import.meta.url)('../../native/build/crypto.node') as NativeAead;
+    return createRequire(import.meta.url)('../../native/build/crypto.node') as object;
   } catch {
     return null;
   }
 })();
+const native = nativeModule as NativeAead | null;
+
+/**
+ * The loaded native/crypto.c addon (null when missing or MOUNTD_NATIVE_CRYPTO=0), for the
+ * engine's threaded MD5 (src/engine/Md5.ts), which lives in the same addon.
+ */
+export function nativeCryptoModule(): object | null {
+  return nativeModule;
+}
 
 /** Which implementation the in-place functions use (for status and the benchmark). */
 export const aeadImplementation: 'native' | 'node:crypto' = native ? 'native' : 'node:crypto';

@@ -3,7 +3,7 @@
 // (MD5 runs at ~700 MB/s here and took a third of the main thread's time in a 1 GiB PUT);
 // node:crypto's MD5 on the main thread when the addon is missing or MOUNTD_NATIVE_CRYPTO=0.
 import { createHash, type Hash } from 'node:crypto';
-import { createRequire } from 'node:module';
+import { nativeCryptoModule } from '../crypto/index.js';
 
 interface NativeMd5 {
   md5New(): unknown;
@@ -13,13 +13,8 @@ interface NativeMd5 {
 }
 
 const native: NativeMd5 | null = (() => {
-  if (process.env.MOUNTD_NATIVE_CRYPTO === '0') return null;
-  try {
-    const m = createRequire(import.meta.url)('../../native/build/crypto.node') as Partial<NativeMd5>;
-    return typeof m.md5New === 'function' ? (m as NativeMd5) : null;
-  } catch {
-    return null;
-  }
+  const m = nativeCryptoModule() as Partial<NativeMd5> | null;
+  return typeof m?.md5New === 'function' ? (m as NativeMd5) : null;
 })();
 
 /** Which implementation hashes PUT bodies (for tests). */
