@@ -25,6 +25,9 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <unistd.h>
 
 // Operation codes passed to the dispatcher; src/fuse/lowlevel.ts reads them from `ops`.
 enum {
@@ -415,6 +418,106 @@ static napi_value unmount_(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---- dropping what the kernel cached ----------------------------------------------------------
+
+// A FUSE_NOTIFY_INVAL_INODE message (linux/fuse.h: struct fuse_out_header with unique 0 and the
+// notify code in `error`, then struct fuse_notify_inval_inode_out), written as the kernel reads
+// it rather than through libfuse's session, whose lifetime is the event loop's.
+#define NOTIFY_INVAL_INODE 2
+struct inval_msg { uint32_t len; int32_t code; uint64_t unique; uint64_t ino; int64_t off; int64_t length; };
+
+struct inval_job {
+  int fd;                       // a dup of the session's /dev/fuse descriptor, closed when done
+  size_t n;
+  uint64_t *inos;
+  int failed;                   // notifications the kernel refused for another reason than ENOENT
+  int last_errno;
+  napi_threadsafe_function done;
+};
+
+// The notifications are written from a thread of their own: the kernel drops a node's pages under
+// their page locks, and a page being read is locked until the daemon answers its READ. Written
+// from the event loop, which answers READs, that wait could never end; from libuv's pool, whose
+// threads may all be taken by reads of the backing disk that such READs wait on, neither.
+static void *inval_thread(void *p) {
+  struct inval_job *j = p;
+  for (size_t i = 0; i < j->n; i++) {
+    // off 0, length 0: every page of the node, and its cached attributes.
+    struct inval_msg m = { sizeof m, NOTIFY_INVAL_INODE, 0, j->inos[i], 0, 0 };
+    ssize_t r;
+    do r = write(j->fd, &m, sizeof m); while (r < 0 && errno == EINTR);
+    // ENOENT: the kernel holds no such node (nothing cached to drop).
+    if (r < 0 && errno != ENOENT) { j->failed++; j->last_errno = errno; }
+  }
+  // The job belongs to the loop once handed over (inval_done frees it, maybe before the call
+  // below returns): only the local copy of the function is used after.
+  napi_threadsafe_function done = j->done;
+  // napi_closing: the environment is ending (the process exits); nothing waits for the answer.
+  if (napi_call_threadsafe_function(done, j, napi_tsfn_blocking) != napi_ok) {
+    close(j->fd); free(j->inos); free(j);
+    return NULL;
+  }
+  napi_release_threadsafe_function(done, napi_tsfn_release);
+  return NULL;
+}
+
+static void inval_done(napi_env env, napi_value cb, void *context, void *data) {
+  struct inval_job *j = data;
+  close(j->fd);
+  if (env && cb) {
+    napi_value argv[2] = { num(env, j->failed), num(env, j->last_errno) }, recv;
+    napi_get_undefined(env, &recv);
+    napi_call_function(env, recv, cb, 2, argv, NULL);
+  }
+  free(j->inos);
+  free(j);
+}
+
+// invalidate(session, nodeIds, done(failed, errno)): drops the kernel's cached pages and
+// attributes of each node, on a thread of its own; `done` runs on the loop when all were written.
+// Returns false (and never calls `done`) if the session has ended.
+static napi_value invalidate_(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_value res;
+  struct session *s = argc == 3 ? session_of(env, argv[0]) : NULL;
+  if (!s) { napi_throw_type_error(env, NULL, "fuse-ll: invalidate(session, nodeIds, done)"); return NULL; }
+  if (s->closed) { napi_get_boolean(env, false, &res); return res; }
+  uint32_t n = 0;
+  CHECK(napi_get_array_length(env, argv[1], &n));
+  struct inval_job *j = calloc(1, sizeof *j);
+  j->inos = calloc(n ? n : 1, sizeof *j->inos);
+  j->n = n;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v; double d = 0;
+    napi_get_element(env, argv[1], i, &v);
+    napi_get_value_double(env, v, &d);
+    j->inos[i] = (uint64_t)d;
+  }
+  j->fd = fcntl(fuse_chan_fd(s->ch), F_DUPFD_CLOEXEC, 0);
+  napi_value name; napi_create_string_utf8(env, "mountd.fuse.invalidate", NAPI_AUTO_LENGTH, &name);
+  if (j->fd < 0 || napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, NULL, inval_done, &j->done) != napi_ok) {
+    if (j->fd >= 0) close(j->fd);
+    free(j->inos); free(j);
+    napi_throw_error(env, NULL, "fuse-ll: cannot start an invalidation");
+    return NULL;
+  }
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int err = pthread_create(&t, &attr, inval_thread, j);
+  pthread_attr_destroy(&attr);
+  if (err) {
+    napi_release_threadsafe_function(j->done, napi_tsfn_abort);
+    close(j->fd); free(j->inos); free(j);
+    napi_throw_error(env, NULL, "fuse-ll: cannot start a thread for an invalidation");
+    return NULL;
+  }
+  napi_get_boolean(env, true, &res);
+  return res;
+}
+
 // ---- replies ----------------------------------------------------------------------------------
 
 static void stat_from_scratch(struct stat *st) {
@@ -567,6 +670,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor p[] = {
     {"mount", NULL, mount_, NULL, NULL, NULL, napi_default, NULL},
     {"unmount", NULL, unmount_, NULL, NULL, NULL, napi_default, NULL},
+    {"invalidate", NULL, invalidate_, NULL, NULL, NULL, napi_default, NULL},
     {"setScratch", NULL, set_scratch, NULL, NULL, NULL, napi_default, NULL},
     {"replyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL},
     {"replyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},

@@ -48,3 +48,14 @@ test('MOUNTD_FUSE_SPIN_US: the low-level session waits 100 us for a next request
     t.throws(() => spinMicrosFromEnv(bad), { message: /MOUNTD_FUSE_SPIN_US must be a whole number of microseconds from 0 to 2000/ }, bad);
   }
 });
+
+test('MOUNTD_FUSE_CACHE_READS: read-only opens are cached unless it is 0; a bad value is an error', async (t) => {
+  const { cacheReadsFromEnv } = await import('../src/fuse/lowlevel.js');
+  t.true(cacheReadsFromEnv(undefined));
+  t.true(cacheReadsFromEnv(''));
+  t.true(cacheReadsFromEnv('1'));
+  t.false(cacheReadsFromEnv('0'));
+  for (const bad of ['yes', 'true', '2', ' 0', 'off']) {
+    t.throws(() => cacheReadsFromEnv(bad), { message: /MOUNTD_FUSE_CACHE_READS must be 0 or 1/ }, bad);
+  }
+});

@@ -182,6 +182,8 @@ export class Engine {
   private readonly namespace = new RwLock();
   private closed = false;
   private readonly bucketEncryption = new Map<string, BucketEncryption | null>();
+  /** What else must drop a key's plaintext when it locks (the mount: the kernel's page cache). */
+  private readonly keyLockHooks = new Set<(name: string) => Promise<void>>();
   private readonly symlinkCache = new LRUCache<string, { ctimeMs: number; symlink: boolean }>({ max: 100_000 });
 
   private constructor(opts: EngineOptions) {
@@ -1279,6 +1281,7 @@ export class Engine {
   async disableKey(name: string): Promise<void> {
     this.keys.lock(name);
     await this.dropKeysOf(name);
+    const hooks = await this.runKeyLockHooks(name);
     try {
       await this.keyService.disableKey(name);
     } catch (err) {
@@ -1286,6 +1289,25 @@ export class Engine {
       this.keys.unlock(name);
       throw err;
     }
+    if (hooks) throw hooks;
+  }
+
+  /**
+   * Registers what runs when a key locks (disable, delete), after the engine dropped its own keys
+   * and before the lock returns; the returned function unregisters it. A hook that rejects makes
+   * the lock report an error (the key is locked all the same).
+   */
+  onKeyLock(fn: (name: string) => Promise<void>): () => void {
+    this.keyLockHooks.add(fn);
+    return () => this.keyLockHooks.delete(fn);
+  }
+
+  private async runKeyLockHooks(name: string): Promise<MountdError | null> {
+    const results = await Promise.allSettled([...this.keyLockHooks].map((fn) => fn(name)));
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => (r.reason as Error).message);
+    if (failed.length === 0) return null;
+    this.log.error(`key ${name}: ${failed.join('; ')}`);
+    return new MountdError(ErrorCode.Internal, `key ${name} is locked, but ${failed.join('; ')}`);
   }
 
   async enableKey(name: string): Promise<void> {
@@ -1296,12 +1318,15 @@ export class Engine {
   /** Crypto-erase: after this, files under the key cannot be decrypted by anyone. */
   async deleteKey(name: string): Promise<void> {
     this.keys.lock(name);
+    let hooks: MountdError | null;
     try {
       await this.dropKeysOf(name);
+      hooks = await this.runKeyLockHooks(name);
       await this.keyService.deleteKey(name);
     } finally {
       this.keys.unlock(name);
     }
+    if (hooks) throw hooks;
   }
 
   /**

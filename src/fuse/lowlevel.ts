@@ -8,7 +8,7 @@
 // is renamed to a hidden name and removed after its last release; a node whose name was taken by
 // a rename or removed answers ESTALE to open and getattr, which makes the kernel look the name up
 // again (open(2) then opens whatever the name holds now, instead of failing with ENOENT).
-import { existsSync } from 'node:fs';
+import { constants as fsConstants, existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -42,6 +42,8 @@ interface LowLevelNative {
   replyXattr(req: number, size: number): void;
   replyReadlink(req: number, target: string): void;
   replyStatfs(req: number): void;
+  /** Drops the kernel's cached pages and attributes of the nodes, on a thread; false if the session ended. */
+  invalidate(session: unknown, nodeIds: number[], done: (failed: number, errno: number) => void): boolean;
   ops: Record<string, number>;
   scratchLength: number;
 }
@@ -106,6 +108,21 @@ const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
 const IO_BUFFER = 128 * 1024;
+const O_ACCMODE = 3;
+const O_TRUNC = fsConstants.O_TRUNC;
+/** Bits of `fhKinds`: the handle reads through the kernel's page cache; it may write. */
+const FH_CACHED = 1;
+const FH_WRITER = 2;
+
+/**
+ * MOUNTD_FUSE_CACHE_READS: "1" (default) lets read-only opens use the kernel's page cache (see
+ * LowLevelMountOptions.cacheReads), "0" sends every read to the daemon.
+ */
+export function cacheReadsFromEnv(value = process.env.MOUNTD_FUSE_CACHE_READS): boolean {
+  if (value === undefined || value === '' || value === '1') return true;
+  if (value === '0') return false;
+  throw new MountdError(ErrorCode.InvalidArgument, `MOUNTD_FUSE_CACHE_READS must be 0 or 1, not ${JSON.stringify(value)}`);
+}
 
 class Node {
   nlookup = 0;
@@ -120,6 +137,25 @@ class Node {
   kids: Map<string, Node> | undefined;
   /** st_ino as last answered (the backing file's inode number), for readdir's d_ino. */
   ino: number | undefined;
+  /** The size the kernel was last told (it reads through its page cache up to that size only). */
+  size = -1;
+  /** Open handles that read through the page cache, and handles that may write. */
+  cached = 0;
+  writers = 0;
+  /** Its open file handles (answered), for the attributes of a stale node. */
+  readonly fhs = new Set<number>();
+  /** The backing inode number of the first file the kernel was told about under this node. */
+  fileIno: number | undefined;
+  /**
+   * The node has shown more than one file (an S3 PUT replaced its name): handles opened before
+   * read the old one, and the kernel's size may be either's. Its reads are never cached again.
+   */
+  mixed = false;
+  /**
+   * Opened since the kernel looked it up: it may hold pages of the file (a cached read, or a
+   * MAP_PRIVATE mapping, which the kernel serves from its page cache even under direct_io).
+   */
+  opened = false;
   constructor(
     readonly id: number,
     public parent: Node | null,
@@ -160,6 +196,14 @@ export interface LowLevelMountOptions {
   moveHandle?: (fh: number, path: string) => void;
   /** The last descriptor of a hidden file is gone: its hidden name may be forgotten. */
   dropHidden?: (path: string) => void;
+  /**
+   * With directIo, whether read-only opens may still read through the kernel's page cache (one
+   * READ per readahead window instead of one per read call, and MAP_SHARED mappings). Such an
+   * open is given only when no handle of the file may write and the kernel's idea of its size is
+   * the file's; a write through another handle drops the cached pages before it is answered,
+   * and invalidateOpened() drops them all (the key lock). Default true.
+   */
+  cacheReads?: boolean;
 }
 
 export class LowLevelMount {
@@ -184,6 +228,11 @@ export class LowLevelMount {
   /** The native session is freed (after unmount, or after the kernel ended it). */
   private released = false;
   private readonly direct: number;
+  private readonly cacheReads: boolean;
+  /** FH_CACHED | FH_WRITER of each open file handle. */
+  private readonly fhKinds = new Map<number, number>();
+  /** Invalidations under way (unmount waits for them: see drain). */
+  private readonly invalidating = new Set<Promise<void>>();
   private readonly handlers: Array<((req: number, node: Node, a: never, b: never, c: never, d: never) => void) | undefined> = [];
 
   constructor(
@@ -194,6 +243,7 @@ export class LowLevelMount {
     this.n = n;
     this.ops = ops;
     this.direct = opts.directIo ? 1 : 0;
+    this.cacheReads = opts.cacheReads ?? true;
     this.root.nlookup = 1;
     this.nodes.set(ROOT_ID, this.root);
     this.installHandlers();
@@ -203,6 +253,39 @@ export class LowLevelMount {
   mount(): void {
     const spin = this.opts.spinMicros ?? spinMicrosFromEnv('');
     this.session = this.n.mount(this.opts.mountPoint, this.opts.options, (op, req, ino, a, b, c, d) => this.dispatch(op, req, ino, a, b, c, d), spin);
+  }
+
+  /**
+   * Drops the kernel's cached pages (and attributes) of every file opened since the kernel looked
+   * it up: afterwards every read of them, through a descriptor or a mapping, reaches the daemon.
+   * Rejects if the kernel refused some (other than for nodes it no longer holds).
+   */
+  invalidateOpened(): Promise<void> {
+    const ids: number[] = [];
+    for (const node of this.nodes.values()) if (node.opened) ids.push(node.id);
+    return this.invalidate(ids);
+  }
+
+  private invalidate(ids: number[]): Promise<void> {
+    if (ids.length === 0 || this.released || !this.session) return Promise.resolve();
+    const p = new Promise<void>((resolve, reject) => {
+      const started = this.n.invalidate(this.session!.session, ids, (failed, errno) => {
+        if (failed === 0) return resolve();
+        reject(new MountdError(ErrorCode.Internal, `the kernel refused to drop the cached pages of ${failed} of ${ids.length} file(s) (errno ${errno})`));
+      });
+      if (!started) resolve();
+    });
+    const tracked = p.finally(() => this.invalidating.delete(tracked)).catch(() => undefined);
+    this.invalidating.add(tracked);
+    return p;
+  }
+
+  /**
+   * Waits for invalidations under way. Before unmounting: a notification blocked on a page whose
+   * READ is in flight holds the kernel's lock that unmounting takes, and needs this loop to answer.
+   */
+  async drain(): Promise<void> {
+    while (this.invalidating.size > 0) await Promise.all([...this.invalidating]);
   }
 
   unmount(): void {
@@ -296,16 +379,70 @@ export class LowLevelMount {
     this.ops.getattr(this.pathOf(node), (err, st) => {
       if (this.closed) return;
       if (err !== 0 || !st) return this.err(req, err || -E.EIO);
+      if (this.replacedUnderCache(node, st)) {
+        this.detach(node);
+        return this.staleAttr(req, node, fh);
+      }
       this.fillAttr(node, st);
       this.n.replyAttr(req, ATTR_TIMEOUT);
     });
   }
 
   private staleAttr(req: number, node: Node, fh: number): void {
+    // fstat(2) comes without its handle (the kernel passes one only from inside read and seek):
+    // any handle of the node will do, they all hold the same file.
+    if (fh < 0) fh = node.fhs.values().next().value ?? -1;
     const st = fh >= 0 ? (this.opts.statHandle?.(fh) ?? null) : null;
     if (!st) return this.n.replyErr(req, E.ESTALE);
     this.fillAttr(node, st);
     this.n.replyAttr(req, 0);
+  }
+
+  /**
+   * Whether a read-only open may read through the page cache: no handle of the file may write
+   * (their writes reach the daemon, not the cache), the node has only ever shown this one file
+   * (one page cache must not hold pages of two, and after an S3 PUT the kernel's size may be the
+   * other's), and the kernel's size of the file is the open file's (it reads cached files up to
+   * the size it knows).
+   */
+  private mayCache(node: Node, fh: number): boolean {
+    if (!this.direct || !this.cacheReads || node.writers > 0 || node.stale || node.hidden) return false;
+    const st = this.opts.statHandle?.(fh);
+    if (!st || st.ino === undefined) return false;
+    this.see(node, st.ino);
+    return !node.mixed && st.size === node.size;
+  }
+
+  /**
+   * The node's name shows another file now (an S3 PUT replaced it) while handles read the old one
+   * through the page cache, bounded by the size the kernel holds for the node: the node must go
+   * on describing the old file, so the name gets a node of its own, as a rename over it would.
+   */
+  private replacedUnderCache(node: Node, st: FuseStat): boolean {
+    return node.cached > 0 && st.ino !== node.fileIno;
+  }
+
+  /** Notes which file the kernel has been told about under the node (see Node.mixed). */
+  private see(node: Node, ino: number | undefined): void {
+    if (ino === undefined || !Number.isSafeInteger(ino)) node.mixed = true;
+    else if (node.fileIno === undefined) node.fileIno = ino;
+    else if (node.fileIno !== ino) node.mixed = true;
+  }
+
+  private track(node: Node, fh: number, kind: number): void {
+    this.fhKinds.set(fh, kind);
+    node.fhs.add(fh);
+    if (kind & FH_CACHED) node.cached++;
+    if (kind & FH_WRITER) node.writers++;
+  }
+
+  private untrack(node: Node, fh: number): void {
+    const kind = this.fhKinds.get(fh);
+    node.fhs.delete(fh);
+    if (kind === undefined) return;
+    this.fhKinds.delete(fh);
+    if (kind & FH_CACHED) node.cached = Math.max(0, node.cached - 1);
+    if (kind & FH_WRITER) node.writers = Math.max(0, node.writers - 1);
   }
 
   // ---- replies ----------------------------------------------------------------------------
@@ -321,12 +458,14 @@ export class LowLevelMount {
     // xino, Lustre, NFS) has lost its low bits in a JavaScript number, and neighbours would
     // share it: such files are numbered by node, in a range of their own.
     node.ino = st.ino !== undefined && Number.isSafeInteger(st.ino) ? st.ino : undefined;
+    this.see(node, st.ino);
     scratch[0] = node.ino ?? NODE_INO_BASE + node.id;
     scratch[1] = st.mode;
     scratch[2] = st.nlink;
     scratch[3] = st.uid;
     scratch[4] = st.gid;
     scratch[5] = st.size;
+    node.size = st.size;
     scratch[6] = st.blocks ?? Math.ceil(st.size / 512);
     scratch[7] = st.blksize ?? 4096;
     scratch[8] = st.atime;
@@ -341,6 +480,8 @@ export class LowLevelMount {
     this.ops.getattr(this.childPath(parent, name), (err, st) => {
       if (this.closed) return;
       if (err !== 0 || !st) return this.err(req, err || -E.EIO);
+      const old = this.child(parent, name);
+      if (old && this.replacedUnderCache(old, st)) this.detach(old);
       const node = this.remember(parent, name);
       this.fillAttr(node, st);
       this.n.replyEntry(req, ENTRY_TIMEOUT, ATTR_TIMEOUT);
@@ -573,9 +714,13 @@ export class LowLevelMount {
         }
         if (this.closed) return;
         node.handles++;
+        node.opened = true;
         const now = this.pathOf(node);
         if (now !== started) this.opts.moveHandle?.(fh, now);
-        this.n.replyOpen(req, fh, this.direct);
+        const writer = (flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0;
+        const cached = !writer && this.mayCache(node, fh);
+        this.track(node, fh, (cached ? FH_CACHED : 0) | (writer ? FH_WRITER : 0));
+        this.n.replyOpen(req, fh, cached ? 0 : this.direct);
       });
     });
 
@@ -591,6 +736,8 @@ export class LowLevelMount {
           const node = this.remember(parent, name);
           node.open++;
           node.handles++;
+          node.opened = true;
+          this.track(node, fh, FH_WRITER);
           this.fillAttr(node, st);
           this.n.replyCreate(req, ENTRY_TIMEOUT, ATTR_TIMEOUT, fh, this.direct);
         });
@@ -600,6 +747,9 @@ export class LowLevelMount {
     on<number, number, number>(o.read, (req, node, size, offset, fh) => {
       const buf = this.buffer(size);
       ops.read(this.pathOf(node), fh, buf, size, offset, (n) => {
+        // A short read into the page cache: the kernel takes the end of the data as the file's
+        // size (fuse_short_read), and so does the node.
+        if (n >= 0 && n < size && node.size > offset + n && (this.fhKinds.get(fh) ?? 0) & FH_CACHED) node.size = offset + n;
         if (!this.closed) {
           if (n < 0) this.n.replyErr(req, -n);
           else this.n.replyBuf(req, buf, Math.min(n, size));
@@ -613,11 +763,21 @@ export class LowLevelMount {
       const buf = this.buffer(size);
       this.session!.recv.copy(buf, 0, at, at + size);
       ops.write(this.pathOf(node), fh, buf, size, offset, (n) => {
-        if (!this.closed) {
-          if (n < 0) this.n.replyErr(req, -n);
-          else this.n.replyWrite(req, n);
-        }
         this.giveBack(buf);
+        if (this.closed) return;
+        if (n < 0) return this.n.replyErr(req, -n);
+        // The kernel extends its size of the file by what it was told was written (as it does).
+        if (node.size >= 0 && offset + n > node.size) node.size = offset + n;
+        // Readers of this file through the page cache would go on seeing the old bytes: their
+        // pages go before the writer hears that its write is done.
+        if (node.cached === 0) return this.n.replyWrite(req, n);
+        this.invalidate([node.id]).then(
+          () => this.n.replyWrite(req, n),
+          (err: Error) => {
+            this.opts.log.error(`mount: ${err.message}`);
+            this.n.replyErr(req, E.EIO);
+          },
+        );
       });
     });
 
@@ -627,6 +787,7 @@ export class LowLevelMount {
 
     on<number>(o.release, (req, node, fh) => {
       const p = this.pathOf(node);
+      this.untrack(node, fh);
       node.open = Math.max(0, node.open - 1);
       node.handles = Math.max(0, node.handles - 1);
       // The last descriptor of a file unlinked while open: the node is gone for new opens at

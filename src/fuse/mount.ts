@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import type { Engine, Logger } from '../engine/index.js';
 import { ErrorCode, MountdError } from '../errors/index.js';
 import { isPatchedBinding, loadFuse, type FuseInstance } from './binding.js';
-import { LOW_LEVEL_NATIVE_PATH, LowLevelMount, loadLowLevel, spinMicrosFromEnv } from './lowlevel.js';
+import { LOW_LEVEL_NATIVE_PATH, LowLevelMount, cacheReadsFromEnv, loadLowLevel, spinMicrosFromEnv } from './lowlevel.js';
 import { makeOperations, toFuseStat } from './operations.js';
 import { OpenHandleTable } from './OpenHandleTable.js';
 import { isAtOrBelow } from './paths.js';
@@ -18,8 +18,10 @@ export interface MountOptions {
   mountPoint: string;
   log: Logger;
   /**
-   * Default true: every read and write reaches the daemon, so a disabled key locks open file
-   * descriptors at once (no kernel page cache). false is for measuring what that costs.
+   * Default true: writes, and reads through descriptors that may write, reach the daemon (no
+   * kernel page cache); read-only opens on the low-level binding may still be cached
+   * (MOUNTD_FUSE_CACHE_READS), and a key lock drops those pages before it returns. false caches
+   * everything, for measuring what direct I/O costs.
    */
   directIo?: boolean;
 }
@@ -95,6 +97,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
   }
   const binding = chosenBinding();
   const spinMicros = spinMicrosFromEnv();
+  const cacheReads = cacheReadsFromEnv();
   await clearStaleMount(mountPoint, log);
   await fsp.mkdir(mountPoint, { recursive: true });
 
@@ -106,6 +109,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
       mountPoint,
       options: lowLevelOptionString(process.env.MOUNTD_FUSE_DEBUG === '1'),
       directIo: opts.directIo ?? true,
+      cacheReads,
       spinMicros,
       log,
       statHandle: (fh) => {
@@ -128,7 +132,12 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
       throw new MountdError(ErrorCode.Internal, `FUSE mount at ${mountPoint} failed: ${(err as Error).message}`, { cause: err });
     }
     nodes = () => ll.nodeCount;
+    // A key that locks takes the kernel's cached pages of every file opened through the mount
+    // with it (read-only opens that read through the page cache, MAP_PRIVATE mappings).
+    const offKeyLock = engine.onKeyLock(() => ll.invalidateOpened());
     detach = async () => {
+      offKeyLock();
+      await ll.drain();
       ll.unmount();
       return null;
     };
