@@ -162,7 +162,10 @@ async function main(): Promise<void> {
     } else {
       // mountFilesystem creates the directory, after removing a dead mount a crashed daemon left there.
       const mountPoint = path.resolve(argv.mount);
-      mount = await mountFilesystem(engine, { mountPoint, log });
+      // Unmounted from outside (fusermount -u): with no S3 listener the daemon has nothing left
+      // to serve and stops, as FUSE file systems do; with one, S3 goes on.
+      const onUnmounted = () => (s3 ? log.info('the S3 listener goes on') : void ctx.shutdown('the mount is gone and there is no S3 listener'));
+      mount = await mountFilesystem(engine, { mountPoint, log, onUnmounted });
       ctx.mountPoint = mount.mountPoint;
       const m = mount;
       ctx.mountStatus = () => ({ binding: m.binding, nodes: m.nodes() });

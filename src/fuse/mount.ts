@@ -24,6 +24,8 @@ export interface MountOptions {
    * everything, for measuring what direct I/O costs.
    */
   directIo?: boolean;
+  /** The kernel ended the mount by itself (an unmount from outside); low-level binding only. */
+  onUnmounted?: () => void;
 }
 
 export interface MountHandle {
@@ -124,7 +126,10 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
         if (h) h.path = p;
       },
       dropHidden: (p) => handles.forgetHidden(p),
-      onUnmounted: () => log.error(`mount: ${mountPoint} was unmounted from outside; the S3 listener goes on (restart mountd to mount again)`),
+      onUnmounted: () => {
+        log.error(`mount: ${mountPoint} was unmounted from outside (restart mountd to mount again)`);
+        opts.onUnmounted?.();
+      },
     });
     try {
       ll.mount();
