@@ -595,15 +595,18 @@ static napi_value reply_attr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// replyOpen(req, fh, directIo)
+// replyOpen(req, fh, openFlags) -> 0, or -errno if the kernel took no answer (-ENOENT: the open
+// was interrupted, and the handle is the caller's to release). openFlags: FOPEN_DIRECT_IO (1),
+// FOPEN_NOFLUSH (32: no FLUSH request at close, Linux 5.16; older kernels ignore it). The
+// struct fuse_open_out is written here: libfuse 2.9's fuse_file_info has no bit for NOFLUSH.
+#define OPEN_FLAGS_KNOWN ((1 << 0) | (1 << 5))
 static napi_value reply_open(napi_env env, napi_callback_info info) {
   ARGS(3);
-  struct fuse_file_info fi;
-  memset(&fi, 0, sizeof fi);
-  fi.fh = (uint64_t)arg_num(env, argv[1]);
-  fi.direct_io = arg_int(env, argv[2]) ? 1 : 0;
-  fuse_reply_open(req_of(env, argv[0]), &fi);
-  return NULL;
+  struct { uint64_t fh; uint32_t open_flags; uint32_t padding; } out;
+  memset(&out, 0, sizeof out);
+  out.fh = (uint64_t)arg_num(env, argv[1]);
+  out.open_flags = (uint32_t)arg_int(env, argv[2]) & OPEN_FLAGS_KNOWN;
+  return num(env, fuse_reply_buf(req_of(env, argv[0]), (const char *)&out, sizeof out));
 }
 
 // replyBuf(req, buffer, length): the first `length` bytes of `buffer` (copied out before return).

@@ -41,9 +41,9 @@ async function fileWith(fx: MountFixture, bucket: string, name: string, body: Bu
 }
 
 /**
- * A Python process that maps `file` (MAP_PRIVATE or MAP_SHARED, read-only), reads it, says
- * "mapped HEX", waits for a line, reads the mapping again and says "after HEX"; a read the
- * kernel cannot serve kills it with SIGBUS.
+ * A Python process that maps `file` (MAP_PRIVATE or MAP_SHARED, read-only), reads all of it (every
+ * page is then in the page cache), says "mapped HEX", waits for a line, reads its first bytes
+ * again and says "after HEX"; a read the kernel cannot serve kills it with SIGBUS.
  */
 function mapper(file: string, len: number, shared: boolean) {
   const script = String.raw`
@@ -51,9 +51,10 @@ import mmap, os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
 m = mmap.mmap(fd, int(sys.argv[2]), flags=(mmap.MAP_SHARED if sys.argv[3] == 'shared' else mmap.MAP_PRIVATE), prot=mmap.PROT_READ)
 os.close(fd)
-print('mapped ' + m[:16].hex(), flush=True)
+whole = m[:]
+print('mapped ' + whole[:16].hex(), flush=True)
 sys.stdin.readline()
-print('after ' + m[:16].hex() + m[-16:].hex(), flush=True)
+print('after ' + m[:16].hex(), flush=True)
 `;
   const child = spawn('python3', ['-u', '-c', script, file, String(len), shared ? 'shared' : 'private'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
@@ -184,4 +185,52 @@ fuseTest('MOUNTD_FUSE_CACHE_READS=0: every read reaches the daemon again (a shar
   t.regex(await holder.send(`mmap ${f} 0 read`), /^err 19 /);
   await fx.restart();
   t.regex(await holder.send(`mmap ${f} 0 read`), /^ok /);
+});
+
+fuseTest('a daemon that stops drops the pages it let the kernel cache: a descriptor that outlives it reads nothing of them', async (t) => {
+  const { fx } = t.context;
+  const body = randomBytes(200_000);
+  const f = await fileWith(fx, 'cache-restart', 'f.bin', body);
+  const holder = startFdHolder();
+  t.teardown(() => holder.close());
+  const fd = (await holder.send(`open ${f}`)).split(' ')[1];
+  t.is(await holder.send(`pread ${fd} 200000 0`), `ok ${body.toString('hex')}`, 'all of it is in the page cache');
+  await fx.restart();
+  // The old mount is gone: its pages too, or no later key lock could reach them.
+  t.regex(await holder.send(`pread ${fd} 16 0`), /^err /);
+  t.regex(await holder.send(`pread ${fd} 16 150000`), /^err /);
+  await holder.send(`close ${fd}`);
+});
+
+fuseTest('an S3 PUT under a cached reader: a new descriptor gets a node of its own, and neither sees a mix of the two files', async (t) => {
+  const { fx } = t.context;
+  const f = await fileWith(fx, 'cache-mix', 'obj', Buffer.alloc(200_000, 'o'));
+  const script = String.raw`
+import mmap, os, sys
+f = sys.argv[1]
+a = os.open(f, os.O_RDONLY)
+print('A0 ' + os.pread(a, 200000, 0)[:4].decode(), flush=True)
+sys.stdin.readline()
+b = os.open(f, os.O_RDONLY)
+m = mmap.mmap(b, 200000, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+print('B0 ' + m[0:4].decode(), flush=True)
+print('A150k ' + os.pread(a, 4, 150000).decode(), flush=True)
+print('B150k ' + m[150000:150004].decode(), flush=True)
+print('A0again ' + os.pread(a, 4, 0).decode(), flush=True)
+`;
+  const child = spawn('python3', ['-u', '-c', script, f], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  for (let i = 0; i < 200 && !out.includes('A0 '); i++) await new Promise((r) => setTimeout(r, 25));
+  t.is((await s3request(fx.daemon.s3Port!, { method: 'PUT', path: '/cache-mix/obj', body: Buffer.alloc(200_000, 'N') })).status, 200);
+  // Within the kernel's entry timeout: the name still leads to the node the reader holds.
+  child.stdin.end('go\n');
+  await new Promise((r) => child.on('exit', r));
+  const got = (k: string) => new RegExp(`^${k} (\\S+)$`, 'm').exec(out)?.[1];
+  t.is(got('B0'), 'NNNN', out);
+  t.is(got('B150k'), 'NNNN', 'one mapping of the new file shows the new file only');
+  t.is(got('A150k'), 'oooo');
+  t.is(got('A0again'), 'oooo', 'the old descriptor reads the old file only');
 });

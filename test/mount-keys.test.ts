@@ -27,6 +27,23 @@ async function ctl(t: { context: { fx: MountFixture } }, ...args: string[]) {
   return r.stdout;
 }
 
+const FUSE_NATIVE = (process.env.MOUNTD_FUSE_BINDING || 'lowlevel') === 'fuse-native';
+
+/**
+ * key disable / key delete: done and reported as such; on fuse-native the key is locked as well,
+ * but the command fails, saying that pages mapped before the lock are beyond its reach.
+ */
+async function lockKey(t: { context: { fx: MountFixture }; is(a: unknown, b: unknown, m?: string): void; regex(a: string, r: RegExp, m?: string): void }, ...args: string[]) {
+  const r = await mountctl(t.context.fx.dataDir, ['key', ...args]);
+  if (FUSE_NATIVE) {
+    t.is(r.code, 1, 'fuse-native: the lock reports what it cannot do');
+    t.regex(r.stderr, /is locked, but the fuse-native binding cannot drop pages the kernel cached/);
+    return;
+  }
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, new RegExp(`${args[0] === 'disable' ? 'disabled' : 'deleted'} key ${args[1]}`));
+}
+
 fuseTest('disable locks open descriptors (cached data included) and new opens with ENOKEY; enable restores', async (t) => {
   const { fx } = t.context;
   const b = path.join(fx.mnt, 'lock-test');
@@ -44,7 +61,7 @@ fuseTest('disable locks open descriptors (cached data included) and new opens wi
   t.is(await holder.send(`pwrite ${idle} 200000 ${Buffer.from('Y').toString('hex')}`), 'ok 1');
   t.is(await holder.send(`fsync ${idle}`), 'ok ');
 
-  t.regex(await ctl(t, 'key', 'disable', 'mountd-default'), /disabled key mountd-default/);
+  await lockKey(t, 'disable', 'mountd-default');
   t.regex(await holder.send(`pread ${fd} 4096 0`), /^err 126 Required key not available/, 'pread at offset 0 on an fd opened before the disable');
   t.regex(await holder.send(`pread ${fd} 4096 200000`), /^err 126 /);
   t.regex(await holder.send(`pwrite ${fd} 0 00`), /^err 126 /, 'writes too');
@@ -89,7 +106,7 @@ fuseTest('delete --yes: files under the key stay unreadable, also after a restar
   t.regex(refused.stderr, /--yes/);
   t.is(await sh(`cat ${b}/f`), 'secret\n', 'nothing happened');
 
-  await ctl(t, 'key', 'delete', 'doomed-key', '--yes');
+  await lockKey(t, 'delete', 'doomed-key', '--yes');
   t.regex((await run('cat', [`${b}/f`])).stderr, ENOKEY_TEXT);
 
   await fx.restart();

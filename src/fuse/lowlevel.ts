@@ -36,7 +36,8 @@ interface LowLevelNative {
   replyEntry(req: number, entryTimeout: number, attrTimeout: number): void;
   replyCreate(req: number, entryTimeout: number, attrTimeout: number, fh: number, directIo: number): void;
   replyAttr(req: number, attrTimeout: number): void;
-  replyOpen(req: number, fh: number, directIo: number): void;
+  /** openFlags: FOPEN_DIRECT_IO | FOPEN_NOFLUSH; -ENOENT if the open was interrupted (the handle is not the kernel's). */
+  replyOpen(req: number, fh: number, openFlags: number): number;
   replyBuf(req: number, buf: Buffer, length: number): void;
   replyWrite(req: number, count: number): void;
   replyXattr(req: number, size: number): void;
@@ -109,6 +110,9 @@ const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
 const IO_BUFFER = 128 * 1024;
 const O_ACCMODE = 3;
+/** struct fuse_open_out's open_flags (linux/fuse.h). */
+const FOPEN_DIRECT_IO = 1;
+const FOPEN_NOFLUSH = 1 << 5;
 const O_TRUNC = fsConstants.O_TRUNC;
 /** Bits of `fhKinds`: the handle reads through the kernel's page cache; it may write. */
 const FH_CACHED = 1;
@@ -233,6 +237,8 @@ export class LowLevelMount {
   private readonly fhKinds = new Map<number, number>();
   /** Invalidations under way (unmount waits for them: see drain). */
   private readonly invalidating = new Set<Promise<void>>();
+  /** close() has begun: reads through cached handles fail (see close). */
+  private stopping = false;
   private readonly handlers: Array<((req: number, node: Node, a: never, b: never, c: never, d: never) => void) | undefined> = [];
 
   constructor(
@@ -286,6 +292,19 @@ export class LowLevelMount {
    */
   async drain(): Promise<void> {
     while (this.invalidating.size > 0) await Promise.all([...this.invalidating]);
+  }
+
+  /**
+   * Unmounts after dropping every page the kernel cached: once the session ends, descriptors and
+   * mappings of the old mount would go on reading those pages, and no key lock of a later daemon
+   * could reach them. Reads through cached handles fail from now on, so that none brings pages
+   * back in between.
+   */
+  async close(): Promise<void> {
+    this.stopping = true;
+    await this.invalidateOpened().catch((err: Error) => this.opts.log.error(`mount: ${err.message}`));
+    await this.drain();
+    this.unmount();
   }
 
   unmount(): void {
@@ -427,6 +446,14 @@ export class LowLevelMount {
     if (ino === undefined || !Number.isSafeInteger(ino)) node.mixed = true;
     else if (node.fileIno === undefined) node.fileIno = ino;
     else if (node.fileIno !== ino) node.mixed = true;
+  }
+
+  /** An open the kernel did not take (interrupted): its handle is released here, as close(2) would. */
+  private abandon(node: Node, fh: number): void {
+    this.untrack(node, fh);
+    node.open = Math.max(0, node.open - 1);
+    node.handles = Math.max(0, node.handles - 1);
+    this.ops.release(this.pathOf(node), fh, () => this.dropIfUnused(node));
   }
 
   private track(node: Node, fh: number, kind: number): void {
@@ -713,6 +740,16 @@ export class LowLevelMount {
           return this.err(req, err || -E.EIO);
         }
         if (this.closed) return;
+        // The name holds another file now (an S3 PUT) while handles read the old one through this
+        // node's page cache: a handle of the new file must not share those pages (a mapping of it
+        // would mix both files). On ESTALE the kernel looks the name up again: a node of its own.
+        const ost = node.cached > 0 ? this.opts.statHandle?.(fh) : undefined;
+        if (ost && ost.ino !== node.fileIno) {
+          node.open--;
+          this.detach(node);
+          ops.release(this.pathOf(node), fh, () => this.dropIfUnused(node));
+          return this.n.replyErr(req, E.ESTALE);
+        }
         node.handles++;
         node.opened = true;
         const now = this.pathOf(node);
@@ -720,7 +757,10 @@ export class LowLevelMount {
         const writer = (flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0;
         const cached = !writer && this.mayCache(node, fh);
         this.track(node, fh, (cached ? FH_CACHED : 0) | (writer ? FH_WRITER : 0));
-        this.n.replyOpen(req, fh, cached ? 0 : this.direct);
+        // A descriptor that cannot write has nothing for a flush to commit: its close(2) sends no
+        // FLUSH request (one round trip less per file read).
+        const r = this.n.replyOpen(req, fh, (cached || !this.direct ? 0 : FOPEN_DIRECT_IO) | (writer ? 0 : FOPEN_NOFLUSH));
+        if (r < 0) this.abandon(node, fh);
       });
     });
 
@@ -745,6 +785,7 @@ export class LowLevelMount {
     });
 
     on<number, number, number>(o.read, (req, node, size, offset, fh) => {
+      if (this.stopping && (this.fhKinds.get(fh) ?? 0) & FH_CACHED) return this.n.replyErr(req, E.EIO);
       const buf = this.buffer(size);
       ops.read(this.pathOf(node), fh, buf, size, offset, (n) => {
         // A short read into the page cache: the kernel takes the end of the data as the file's
@@ -771,11 +812,15 @@ export class LowLevelMount {
         // Readers of this file through the page cache would go on seeing the old bytes: their
         // pages go before the writer hears that its write is done.
         if (node.cached === 0) return this.n.replyWrite(req, n);
+        // The session may have ended meanwhile (the kernel aborted it and unmount() freed it): no
+        // reply then, as in every other callback.
         this.invalidate([node.id]).then(
-          () => this.n.replyWrite(req, n),
+          () => {
+            if (!this.closed) this.n.replyWrite(req, n);
+          },
           (err: Error) => {
             this.opts.log.error(`mount: ${err.message}`);
-            this.n.replyErr(req, E.EIO);
+            if (!this.closed) this.n.replyErr(req, E.EIO);
           },
         );
       });

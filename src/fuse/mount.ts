@@ -106,6 +106,9 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
   const handles = new OpenHandleTable(binding.kind === 'lowlevel');
   let detach: () => Promise<Error | null>;
   let nodes: () => number | null = () => null;
+  if (binding.kind === 'fuse-native' && process.env.MOUNTD_FUSE_BINDING !== 'fuse-native') {
+    log.warn(`mount: ${LOW_LEVEL_NATIVE_PATH} is not built, so fuse-native serves the mount: no page cache for reads, and a key lock cannot drop pages mapped before it (run native/build.sh; scripts/setup does)`);
+  }
   if (binding.kind === 'lowlevel') {
     const ll = new LowLevelMount(binding.native, makeOperations({ engine, handles, log, lowLevel: true }), {
       mountPoint,
@@ -142,8 +145,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
     const offKeyLock = engine.onKeyLock(() => ll.invalidateOpened());
     detach = async () => {
       offKeyLock();
-      await ll.drain();
-      ll.unmount();
+      await ll.close();
       return null;
     };
   } else {
@@ -166,7 +168,15 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
     await new Promise<void>((resolve, reject) =>
       fuse.mount((err) => (err ? reject(new MountdError(ErrorCode.Internal, `FUSE mount at ${mountPoint} failed: ${err.message} (libfuse says why on stderr)`, { cause: err })) : resolve())),
     );
-    detach = () => new Promise<Error | null>((resolve) => fuse.unmount(resolve));
+    // fuse-native cannot have the kernel drop its pages: a MAP_PRIVATE mapping made before a key
+    // lock keeps what it read. The lock says so instead of reporting a clean success.
+    const offKeyLock = engine.onKeyLock(async () => {
+      throw new Error('the fuse-native binding cannot drop pages the kernel cached (MAP_PRIVATE mappings made before the lock keep what they read); serve the mount through the low-level binding (native/build.sh)');
+    });
+    detach = () => {
+      offKeyLock();
+      return new Promise<Error | null>((resolve) => fuse.unmount(resolve));
+    };
   }
   log.info(`mount: ${mountPoint} served through ${binding.kind === 'lowlevel' ? 'the low-level binding (native/fuse-ll.c)' : 'fuse-native'}`);
 
