@@ -453,6 +453,8 @@ static void *inval_thread(void *p) {
   // below returns): only the local copy of the function is used after.
   napi_threadsafe_function done = j->done;
   // napi_closing: the environment is ending (the process exits); nothing waits for the answer.
+  // (mountd runs its mount on the main thread only: an environment that ended and freed the
+  // function while this thread still wrote would be a Worker's, which never mounts.)
   if (napi_call_threadsafe_function(done, j, napi_tsfn_blocking) != napi_ok) {
     close(j->fd); free(j->inos); free(j);
     return NULL;
@@ -486,7 +488,12 @@ static napi_value invalidate_(napi_env env, napi_callback_info info) {
   uint32_t n = 0;
   CHECK(napi_get_array_length(env, argv[1], &n));
   struct inval_job *j = calloc(1, sizeof *j);
-  j->inos = calloc(n ? n : 1, sizeof *j->inos);
+  if (j) j->inos = calloc(n ? n : 1, sizeof *j->inos);
+  if (!j || !j->inos) {
+    if (j) free(j);
+    napi_throw_error(env, NULL, "fuse-ll: out of memory");
+    return NULL;
+  }
   j->n = n;
   for (uint32_t i = 0; i < n; i++) {
     napi_value v; double d = 0;
