@@ -300,8 +300,13 @@ async function main(): Promise<void> {
     console.log(lines.join('\n'));
     sections.push(`## Key operations\n\n${lines.join('\n')}\n`);
   }
-  await fsp.writeFile(path.join(ROOT, 'BENCHMARKS.md'), sections.join('\n'));
-  console.error('bench: wrote BENCHMARKS.md');
+  // The tables are replaced; the history below them (sections "## Runs of ...", written by hand
+  // with each change's before and after) is kept.
+  const target = path.join(ROOT, 'BENCHMARKS.md');
+  const previous = await fsp.readFile(target, 'utf8').catch(() => '');
+  const history = previous.indexOf('\n## Runs of ');
+  await fsp.writeFile(target, sections.join('\n') + (history >= 0 ? previous.slice(history) : ''));
+  console.error(`bench: wrote BENCHMARKS.md${history >= 0 ? ' (the history sections below the tables are kept)' : ''}`);
 }
 
 main().catch((err) => {
