@@ -202,10 +202,9 @@ export interface LowLevelMountOptions {
   dropHidden?: (path: string) => void;
   /**
    * With directIo, whether read-only opens may still read through the kernel's page cache (one
-   * READ per readahead window instead of one per read call, and MAP_SHARED mappings). Such an
-   * open is given only when no handle of the file may write and the kernel's idea of its size is
-   * the file's; a write through another handle drops the cached pages before it is answered,
-   * and invalidateOpened() drops them all (the key lock). Default true.
+   * READ per readahead window instead of one per read call, and MAP_SHARED mappings), under the
+   * conditions of mayCache; a write through another handle drops the cached pages before it is
+   * answered, invalidateOpened() drops them all (the key lock), and so does close(). Default true.
    */
   cacheReads?: boolean;
 }
