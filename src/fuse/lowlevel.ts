@@ -301,7 +301,8 @@ export class LowLevelMount {
    */
   async close(): Promise<void> {
     this.stopping = true;
-    await this.invalidateOpened().catch((err: Error) => this.opts.log.error(`mount: ${err.message}`));
+    // After the kernel ended the session (an unmount from outside) it takes no notifications.
+    if (!this.closed) await this.invalidateOpened().catch((err: Error) => this.opts.log.error(`mount: ${err.message}`));
     await this.drain();
     this.unmount();
   }
