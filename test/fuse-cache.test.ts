@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { HAS_FUSE, mountctl, reportMissingFuse, sh, startFdHolder, startMount, type MountFixture } from './helpers/mount.js';
+import { HAS_FUSE, fuseMountsUnder, mountctl, reportMissingFuse, run, sh, startFdHolder, startMount, type MountFixture } from './helpers/mount.js';
 import { s3request } from './helpers/s3.js';
 
 const test = anyTest as TestFn<{ fx: MountFixture }>;
@@ -233,4 +233,46 @@ print('A0again ' + os.pread(a, 4, 0).decode(), flush=True)
   t.is(got('B150k'), 'NNNN', 'one mapping of the new file shows the new file only');
   t.is(got('A150k'), 'oooo');
   t.is(got('A0again'), 'oooo', 'the old descriptor reads the old file only');
+});
+
+fuseTest('a session the kernel aborts (umount -f of a busy mount): the daemon drops what was cached and removes the dead mount; S3 goes on', async (t) => {
+  const { fx } = t.context;
+  const body = randomBytes(300_000);
+  const f = await fileWith(fx, 'cache-abort', 'f.bin', body);
+  // A descriptor and a MAP_PRIVATE mapping, every page of both read (cached) before the abort.
+  const script = String.raw`
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+a = os.pread(fd, 1 << 20, 0)
+m = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+_ = m[:]
+print('cached', flush=True)
+sys.stdin.readline()
+try:
+    print('pread after: same=%s' % (os.pread(fd, 1 << 20, 0) == a), flush=True)
+except OSError as e:
+    print('pread after: %s' % e.strerror, flush=True)
+print('mmap after: same=%s' % (m[:] == a), flush=True)
+`;
+  const child = spawn('python3', ['-u', '-c', script, f], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const childExit = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_c, sig) => r(sig)));
+  for (let i = 0; i < 400 && !out.includes('cached'); i++) await new Promise((r) => setTimeout(r, 25));
+  t.true(out.includes('cached'), out);
+  // Busy (the holder has the file open): the unmount fails, but the kernel aborts the connection.
+  await run('umount', ['-f', fx.mnt]);
+  for (let i = 0; i < 400 && !/removed the dead mount/.test(fx.daemon.log()); i++) await new Promise((r) => setTimeout(r, 25));
+  t.regex(fx.daemon.log(), /removed the dead mount/);
+  t.deepEqual(await fuseMountsUnder(fx.root), [], 'no dead mount left behind');
+  child.stdin.end('\n');
+  const sig = await childExit;
+  t.notRegex(out, /same=True/, `nothing cached stays readable: ${out}`);
+  t.regex(out, /pread after: /, out);
+  t.is(sig, 'SIGBUS', `the mapping's pages are gone: ${out}`);
+  t.is(fx.daemon.proc.exitCode, null, 'the daemon goes on serving S3');
+  t.is((await s3request(fx.daemon.s3Port!, { method: 'GET', path: '/' })).status, 200);
+  await fx.restart();
 });

@@ -109,6 +109,8 @@ const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
 const IO_BUFFER = 128 * 1024;
+/** How long a name replaced under cached readers reads uncached (see detachReplaced). */
+const NO_CACHE_AFTER_REPLACE_MS = 2000;
 const O_ACCMODE = 3;
 /** struct fuse_open_out's open_flags (linux/fuse.h). */
 const FOPEN_DIRECT_IO = 1;
@@ -238,6 +240,8 @@ export class LowLevelMount {
   private readonly invalidating = new Set<Promise<void>>();
   /** close() has begun: reads through cached handles fail (see close). */
   private stopping = false;
+  /** Names ("parent id/name") whose node was replaced under cached readers, and when. */
+  private readonly replacedNames = new Map<string, number>();
   private readonly handlers: Array<((req: number, node: Node, a: never, b: never, c: never, d: never) => void) | undefined> = [];
 
   constructor(
@@ -301,7 +305,7 @@ export class LowLevelMount {
    */
   async close(): Promise<void> {
     this.stopping = true;
-    // After the kernel ended the session (an unmount from outside) it takes no notifications.
+    // After the kernel ended the session, the unmounted handler has done this already.
     if (!this.closed) await this.invalidateOpened().catch((err: Error) => this.opts.log.error(`mount: ${err.message}`));
     await this.drain();
     this.unmount();
@@ -355,6 +359,31 @@ export class LowLevelMount {
     this.dropIfUnused(node);
   }
 
+  /**
+   * Detaches a node whose name an S3 PUT replaced under its cached handles, and keeps the name
+   * from caching reads for a while: the open that got ESTALE for it is retried once by the kernel
+   * (LOOKUP_REVAL), and a node of the name cached and replaced again before that retry opens
+   * would fail it with ESTALE for good.
+   */
+  private detachReplaced(node: Node): void {
+    const now = Date.now();
+    if (this.replacedNames.size > 1000) {
+      for (const [k, at] of this.replacedNames) if (now - at >= NO_CACHE_AFTER_REPLACE_MS) this.replacedNames.delete(k);
+    }
+    if (node.parent) this.replacedNames.set(`${node.parent.id}/${node.name}`, now);
+    this.detach(node);
+  }
+
+  private recentlyReplaced(node: Node): boolean {
+    if (!node.parent || this.replacedNames.size === 0) return false;
+    const key = `${node.parent.id}/${node.name}`;
+    const at = this.replacedNames.get(key);
+    if (at === undefined) return false;
+    if (Date.now() - at < NO_CACHE_AFTER_REPLACE_MS) return true;
+    this.replacedNames.delete(key);
+    return false;
+  }
+
   private move(node: Node, parent: Node, name: string): void {
     if (node.parent?.kids?.get(node.name) === node) node.parent.kids.delete(node.name);
     node.parent = parent;
@@ -399,7 +428,7 @@ export class LowLevelMount {
       if (this.closed) return;
       if (err !== 0 || !st) return this.err(req, err || -E.EIO);
       if (this.replacedUnderCache(node, st)) {
-        this.detach(node);
+        this.detachReplaced(node);
         return this.staleAttr(req, node, fh);
       }
       this.fillAttr(node, st);
@@ -425,7 +454,7 @@ export class LowLevelMount {
    * the size it knows).
    */
   private mayCache(node: Node, fh: number): boolean {
-    if (!this.direct || !this.cacheReads || node.writers > 0 || node.stale || node.hidden) return false;
+    if (!this.direct || !this.cacheReads || node.writers > 0 || node.stale || node.hidden || this.recentlyReplaced(node)) return false;
     const st = this.opts.statHandle?.(fh);
     if (!st || st.ino === undefined) return false;
     this.see(node, st.ino);
@@ -450,10 +479,17 @@ export class LowLevelMount {
 
   /** An open the kernel did not take (interrupted): its handle is released here, as close(2) would. */
   private abandon(node: Node, fh: number): void {
+    const p = this.pathOf(node);
     this.untrack(node, fh);
     node.open = Math.max(0, node.open - 1);
     node.handles = Math.max(0, node.handles - 1);
-    this.ops.release(this.pathOf(node), fh, () => this.dropIfUnused(node));
+    // As in release: the last descriptor of a file unlinked while open takes its hidden name along.
+    if (node.hidden && node.open === 0) {
+      node.hidden = false;
+      this.opts.dropHidden?.(p);
+      this.detach(node);
+    }
+    this.ops.release(p, fh, () => this.dropIfUnused(node));
   }
 
   private track(node: Node, fh: number, kind: number): void {
@@ -508,7 +544,7 @@ export class LowLevelMount {
       if (this.closed) return;
       if (err !== 0 || !st) return this.err(req, err || -E.EIO);
       const old = this.child(parent, name);
-      if (old && this.replacedUnderCache(old, st)) this.detach(old);
+      if (old && this.replacedUnderCache(old, st)) this.detachReplaced(old);
       const node = this.remember(parent, name);
       this.fillAttr(node, st);
       this.n.replyEntry(req, ENTRY_TIMEOUT, ATTR_TIMEOUT);
@@ -537,6 +573,12 @@ export class LowLevelMount {
     if (op === this.n.ops.unmounted) {
       this.closed = true;
       this.opts.log.warn(`mount: the kernel ended the FUSE session of ${this.opts.mountPoint} (unmounted from outside?)`);
+      // An abort (fusectl's abort, umount -f of a busy mount) ends the session but not the
+      // superblock: descriptors and mappings go on reading its cached pages with no daemon behind
+      // them, out of any key lock's reach. The kernel still takes notifications for it (after a
+      // real unmount each gets ENOENT): they go now, through a descriptor of their own
+      // (invalidate dups it), before the session is freed.
+      this.invalidateOpened().catch((err: Error) => this.opts.log.error(`mount: ${err.message}`));
       // The session, its /dev/fuse descriptor and its poll handle go too (not from inside the
       // read that reported the end).
       setImmediate(() => this.unmount());
@@ -746,7 +788,7 @@ export class LowLevelMount {
         const ost = node.cached > 0 ? this.opts.statHandle?.(fh) : undefined;
         if (ost && ost.ino !== node.fileIno) {
           node.open--;
-          this.detach(node);
+          this.detachReplaced(node);
           ops.release(this.pathOf(node), fh, () => this.dropIfUnused(node));
           return this.n.replyErr(req, E.ESTALE);
         }

@@ -106,6 +106,22 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
   const handles = new OpenHandleTable(binding.kind === 'lowlevel');
   let detach: () => Promise<Error | null>;
   let nodes: () => number | null = () => null;
+  /** The kernel ended the session itself (an unmount from outside, or an abort). */
+  let endedByKernel = false;
+  /** major:minor of the mount made here, so that only it is removed as dead. */
+  let mountedDev: string | null = null;
+  /**
+   * After an abort (fusectl's abort, umount -f of a busy mount) the session is gone but the mount
+   * stays, dead ("Transport endpoint is not connected"): it goes, as the next start would remove it.
+   */
+  let deadMountRemoval: Promise<void> | undefined;
+  const removeDeadMount = async (): Promise<void> => {
+    if (!mountedDev || (await fuseMountInfoAt(mountPoint))?.dev !== mountedDev) return;
+    await run('fusermount', ['-uz', mountPoint], { timeout: 10_000 }).then(
+      () => log.warn(`mount: removed the dead mount the end of the session left at ${mountPoint}`),
+      (e: Error) => log.warn(`mount: removing the dead mount at ${mountPoint}: ${e.message}`),
+    );
+  };
   if (binding.kind === 'fuse-native' && process.env.MOUNTD_FUSE_BINDING !== 'fuse-native') {
     log.warn(`mount: ${LOW_LEVEL_NATIVE_PATH} is not built, so fuse-native serves the mount: no page cache for reads, and a key lock cannot drop pages mapped before it (run native/build.sh; scripts/setup does)`);
   }
@@ -130,7 +146,10 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
       },
       dropHidden: (p) => handles.forgetHidden(p),
       onUnmounted: () => {
+        endedByKernel = true;
         log.error(`mount: ${mountPoint} was unmounted from outside (restart mountd to mount again)`);
+        // First the cached pages go (the session's end started that), then the dead mount.
+        deadMountRemoval ??= ll.drain().then(removeDeadMount);
         opts.onUnmounted?.();
       },
     });
@@ -140,6 +159,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
       throw new MountdError(ErrorCode.Internal, `FUSE mount at ${mountPoint} failed: ${(err as Error).message}`, { cause: err });
     }
     nodes = () => ll.nodeCount;
+    mountedDev = (await fuseMountInfoAt(mountPoint))?.dev ?? null;
     // A key that locks takes the kernel's cached pages of every file opened through the mount
     // with it (read-only opens that read through the page cache, MAP_PRIVATE mappings).
     const offKeyLock = engine.onKeyLock(() => ll.invalidateOpened());
@@ -193,6 +213,7 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
       handles.pendingUnlinks.delete(p);
     }
     const err = await detach();
+    if (endedByKernel) await deadMountRemoval;
     if (err) {
       log.warn(`unmount of ${mountPoint}: ${err.message}; trying a lazy umount`);
       await run('umount', ['-l', mountPoint], { timeout: 10_000 }).catch((e: Error) => {
@@ -204,17 +225,22 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
   return { mountPoint, binding: binding.kind, nodes, unmount: () => (unmounting ??= unmount()) };
 }
 
-/** The FUSE mount at exactly `mountPoint`, from /proc/self/mountinfo (octal escapes decoded). */
-async function fuseMountAt(mountPoint: string): Promise<string | null> {
+/**
+ * The FUSE mount at exactly `mountPoint`, from /proc/self/mountinfo (octal escapes decoded): its
+ * type and its device (major:minor); the last one listed if several are stacked there.
+ */
+async function fuseMountInfoAt(mountPoint: string): Promise<{ fstype: string; dev: string } | null> {
   const text = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
   const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+  let found: { fstype: string; dev: string } | null = null;
   for (const line of text.split('\n')) {
     const [left, right] = line.split(' - ');
     if (!left || !right) continue;
     const fstype = right.split(' ')[0] ?? '';
-    if ((fstype === 'fuse' || fstype.startsWith('fuse.')) && unescape(left.split(' ')[4] ?? '') === mountPoint) return fstype;
+    const f = left.split(' ');
+    if ((fstype === 'fuse' || fstype.startsWith('fuse.')) && unescape(f[4] ?? '') === mountPoint) found = { fstype, dev: f[2] ?? '' };
   }
-  return null;
+  return found;
 }
 
 /**
@@ -222,7 +248,7 @@ async function fuseMountAt(mountPoint: string): Promise<string | null> {
  * connected") that blocks a new one: remove it. A live mount there is another daemon's: refuse.
  */
 export async function clearStaleMount(mountPoint: string, log: Logger): Promise<void> {
-  const fstype = await fuseMountAt(mountPoint);
+  const fstype = (await fuseMountInfoAt(mountPoint))?.fstype ?? null;
   if (!fstype) return;
   // Never stat a live mount of our own (this process serves none yet); a hung peer could block, hence the race.
   const probe = await Promise.race([
