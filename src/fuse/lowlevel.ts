@@ -479,17 +479,27 @@ export class LowLevelMount {
 
   /** An open the kernel did not take (interrupted): its handle is released here, as close(2) would. */
   private abandon(node: Node, fh: number): void {
+    const p = this.forgetHandle(node, fh);
+    this.ops.release(p, fh, () => this.dropIfUnused(node));
+  }
+
+  /**
+   * The node's bookkeeping for a handle that goes (a release, or an open the kernel did not
+   * take); returns the path to release it under. The last descriptor of a file unlinked while
+   * open makes the node gone for new opens at once (they look the name up again); its hidden
+   * name lived in the handle table only (operations.ts) and leaves with the handle.
+   */
+  private forgetHandle(node: Node, fh: number): string {
     const p = this.pathOf(node);
     this.untrack(node, fh);
     node.open = Math.max(0, node.open - 1);
     node.handles = Math.max(0, node.handles - 1);
-    // As in release: the last descriptor of a file unlinked while open takes its hidden name along.
     if (node.hidden && node.open === 0) {
       node.hidden = false;
       this.opts.dropHidden?.(p);
       this.detach(node);
     }
-    this.ops.release(p, fh, () => this.dropIfUnused(node));
+    return p;
   }
 
   private track(node: Node, fh: number, kind: number): void {
@@ -873,18 +883,7 @@ export class LowLevelMount {
     on<number, number>(o.fsync, (req, node, datasync, fh) => ops.fsync(this.pathOf(node), datasync, fh, this.ok(req)));
 
     on<number>(o.release, (req, node, fh) => {
-      const p = this.pathOf(node);
-      this.untrack(node, fh);
-      node.open = Math.max(0, node.open - 1);
-      node.handles = Math.max(0, node.handles - 1);
-      // The last descriptor of a file unlinked while open: the node is gone for new opens at
-      // once (they look the name up again). Its hidden name lived in the handle table only
-      // (operations.ts) and leaves with the handle.
-      if (node.hidden && node.open === 0) {
-        node.hidden = false;
-        this.opts.dropHidden?.(p);
-        this.detach(node);
-      }
+      const p = this.forgetHandle(node, fh);
       ops.release(p, fh, (err) => {
         this.dropIfUnused(node);
         this.ok(req)(err);
