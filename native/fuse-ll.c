@@ -26,6 +26,7 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <pthread.h>
+#include <sys/uio.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -424,16 +425,30 @@ static napi_value unmount_(napi_env env, napi_callback_info info) {
 // notify code in `error`, then struct fuse_notify_inval_inode_out), written as the kernel reads
 // it rather than through libfuse's session, whose lifetime is the event loop's.
 #define NOTIFY_INVAL_INODE 2
+#define NOTIFY_INVAL_ENTRY 3
 struct inval_msg { uint32_t len; int32_t code; uint64_t unique; uint64_t ino; int64_t off; int64_t length; };
+// FUSE_NOTIFY_INVAL_ENTRY: the header, struct fuse_notify_inval_entry_out, then the name and a NUL.
+struct inval_entry_msg { uint32_t len; int32_t code; uint64_t unique; uint64_t parent; uint32_t namelen; uint32_t flags; };
 
 struct inval_job {
   int fd;                       // a dup of the session's /dev/fuse descriptor, closed when done
   size_t n;
   uint64_t *inos;
+  size_t n_entries;             // names to drop from the kernel's directory cache: (parent, name)
+  uint64_t *parents;
+  char **names;
   int failed;                   // notifications the kernel refused for another reason than ENOENT
   int last_errno;
   napi_threadsafe_function done;
 };
+
+static void free_job(struct inval_job *j) {
+  for (size_t i = 0; i < j->n_entries; i++) free(j->names[i]);
+  free(j->names);
+  free(j->parents);
+  free(j->inos);
+  free(j);
+}
 
 // The notifications are written from a thread of their own: the kernel drops a node's pages under
 // their page locks, and a page being read is locked until the daemon answers its READ. Written
@@ -449,6 +464,15 @@ static void *inval_thread(void *p) {
     // ENOENT: the kernel holds no such node (nothing cached to drop).
     if (r < 0 && errno != ENOENT) { j->failed++; j->last_errno = errno; }
   }
+  for (size_t i = 0; i < j->n_entries; i++) {
+    size_t namelen = strlen(j->names[i]);
+    struct inval_entry_msg m = { (uint32_t)(sizeof m + namelen + 1), NOTIFY_INVAL_ENTRY, 0, j->parents[i], (uint32_t)namelen, 0 };
+    struct iovec iov[2] = { { &m, sizeof m }, { j->names[i], namelen + 1 } };
+    ssize_t r;
+    do r = writev(j->fd, iov, 2); while (r < 0 && errno == EINTR);
+    // ENOENT: the kernel holds no such name (nothing cached to drop).
+    if (r < 0 && errno != ENOENT) { j->failed++; j->last_errno = errno; }
+  }
   // The job belongs to the loop once handed over (inval_done frees it, maybe before the call
   // below returns): only the local copy of the function is used after.
   napi_threadsafe_function done = j->done;
@@ -456,7 +480,7 @@ static void *inval_thread(void *p) {
   // (mountd runs its mount on the main thread only: an environment that ended and freed the
   // function while this thread still wrote would be a Worker's, which never mounts.)
   if (napi_call_threadsafe_function(done, j, napi_tsfn_blocking) != napi_ok) {
-    close(j->fd); free(j->inos); free(j);
+    close(j->fd); free_job(j);
     return NULL;
   }
   napi_release_threadsafe_function(done, napi_tsfn_release);
@@ -471,19 +495,19 @@ static void inval_done(napi_env env, napi_value cb, void *context, void *data) {
     napi_get_undefined(env, &recv);
     napi_call_function(env, recv, cb, 2, argv, NULL);
   }
-  free(j->inos);
-  free(j);
+  free_job(j);
 }
 
-// invalidate(session, nodeIds, done(failed, errno)): drops the kernel's cached pages and
-// attributes of each node, on a thread of its own; `done` runs on the loop when all were written.
-// Returns false (and never calls `done`) if the session has ended.
+// invalidate(session, nodeIds, done(failed, errno), parentIds?, names?): drops the kernel's cached
+// pages and attributes of each node, then each (parent, name) from its directory cache, on a
+// thread of its own; `done` runs on the loop when all were written. Returns false (and never
+// calls `done`) if the session has ended.
 static napi_value invalidate_(napi_env env, napi_callback_info info) {
-  size_t argc = 3; napi_value argv[3];
+  size_t argc = 5; napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   napi_value res;
-  struct session *s = argc == 3 ? session_of(env, argv[0]) : NULL;
-  if (!s) { napi_throw_type_error(env, NULL, "fuse-ll: invalidate(session, nodeIds, done)"); return NULL; }
+  struct session *s = argc >= 3 ? session_of(env, argv[0]) : NULL;
+  if (!s) { napi_throw_type_error(env, NULL, "fuse-ll: invalidate(session, nodeIds, done, parentIds?, names?)"); return NULL; }
   if (s->closed) { napi_get_boolean(env, false, &res); return res; }
   uint32_t n = 0;
   CHECK(napi_get_array_length(env, argv[1], &n));
@@ -501,11 +525,37 @@ static napi_value invalidate_(napi_env env, napi_callback_info info) {
     napi_get_value_double(env, v, &d);
     j->inos[i] = (uint64_t)d;
   }
+  uint32_t ne = 0;
+  if (argc == 5) {
+    uint32_t nn = 0;
+    CHECK(napi_get_array_length(env, argv[3], &ne));
+    CHECK(napi_get_array_length(env, argv[4], &nn));
+    if (nn != ne) { free_job(j); napi_throw_type_error(env, NULL, "fuse-ll: invalidate: as many names as parents"); return NULL; }
+  }
+  if (ne > 0) {
+    j->parents = calloc(ne, sizeof *j->parents);
+    j->names = calloc(ne, sizeof *j->names);
+    if (!j->parents || !j->names) { free_job(j); napi_throw_error(env, NULL, "fuse-ll: out of memory"); return NULL; }
+    for (uint32_t i = 0; i < ne; i++) {
+      napi_value v; double d = 0; size_t len = 0;
+      napi_get_element(env, argv[3], i, &v);
+      napi_get_value_double(env, v, &d);
+      j->parents[i] = (uint64_t)d;
+      napi_get_element(env, argv[4], i, &v);
+      if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || len == 0 || len > 1024) {
+        free_job(j); napi_throw_type_error(env, NULL, "fuse-ll: invalidate: a name is a non-empty string"); return NULL;
+      }
+      j->names[i] = malloc(len + 1);
+      if (!j->names[i]) { free_job(j); napi_throw_error(env, NULL, "fuse-ll: out of memory"); return NULL; }
+      napi_get_value_string_utf8(env, v, j->names[i], len + 1, &len);
+      j->n_entries = i + 1;
+    }
+  }
   j->fd = fcntl(fuse_chan_fd(s->ch), F_DUPFD_CLOEXEC, 0);
   napi_value name; napi_create_string_utf8(env, "mountd.fuse.invalidate", NAPI_AUTO_LENGTH, &name);
   if (j->fd < 0 || napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, NULL, inval_done, &j->done) != napi_ok) {
     if (j->fd >= 0) close(j->fd);
-    free(j->inos); free(j);
+    free_job(j);
     napi_throw_error(env, NULL, "fuse-ll: cannot start an invalidation");
     return NULL;
   }
@@ -517,7 +567,7 @@ static napi_value invalidate_(napi_env env, napi_callback_info info) {
   pthread_attr_destroy(&attr);
   if (err) {
     napi_release_threadsafe_function(j->done, napi_tsfn_abort);
-    close(j->fd); free(j->inos); free(j);
+    close(j->fd); free_job(j);
     napi_throw_error(env, NULL, "fuse-ll: cannot start a thread for an invalidation");
     return NULL;
   }

@@ -49,6 +49,13 @@ export interface Logger {
 
 export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
 
+/** A name an S3 request changed (written or replaced), or removed (`gone`); key "" is the bucket. */
+export interface ObjectChange {
+  bucket: string;
+  key: string;
+  gone: boolean;
+}
+
 export interface EngineOptions {
   store: BackingStore;
   keys: KeyService;
@@ -182,6 +189,8 @@ export class Engine {
   private readonly namespace = new RwLock();
   private closed = false;
   private readonly bucketEncryption = new Map<string, BucketEncryption | null>();
+  /** Who must hear of changes made through S3 (the mount: the kernel's caches of those names). */
+  private readonly changeHooks = new Set<(changes: ObjectChange[]) => Promise<void>>();
   /** What else must drop a key's plaintext when it locks (the mount: the kernel's page cache). */
   private readonly keyLockHooks = new Set<(name: string) => Promise<void>>();
   private readonly symlinkCache = new LRUCache<string, { ctimeMs: number; symlink: boolean }>({ max: 100_000 });
@@ -442,6 +451,7 @@ export class Engine {
       });
       await this.store.fsyncDir(path.dirname(target));
       ok = true;
+      await this.announce([{ bucket, key, gone: false }]);
       return { etag: sealed.etag, size: sealed.size, encryption: this.describeRecord(sealed.record, sealed.fileId, spec.kind === 'customer' ? spec.customerKey : undefined) };
     } catch (err) {
       throw fromSystemError(err, `${bucket}/${key}`);
@@ -617,6 +627,7 @@ export class Engine {
   async deleteObject(bucket: string, key: string): Promise<void> {
     const parsed = parseObjectKey(key);
     await this.headBucket(bucket);
+    const gone: ObjectChange[] = [];
     await this.namespace.read(async () => {
       const p = this.store.objectPath(bucket, key);
       try {
@@ -625,19 +636,41 @@ export class Engine {
           if (!parsed.isDirectoryMarker) return;
           try {
             rmdirSync(p);
+            gone.push({ bucket, key: parsed.segments.join('/'), gone: true });
           } catch (err) {
             if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
           }
         } else {
           if (parsed.isDirectoryMarker) return;
           await this.replaceAt(p, async () => unlinkSync(p));
+          gone.push({ bucket, key, gone: true });
         }
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
         throw fromSystemError(err, `${bucket}/${key}`);
       }
-      await this.pruneEmptyParents(bucket, p);
+      for (const dir of await this.pruneEmptyParents(bucket, p)) gone.push({ bucket, key: dir, gone: true });
     });
+    // After the namespace lock: what hears of it may wait on requests that need the lock.
+    await this.announce(gone);
+  }
+
+  /**
+   * Registers what hears of changes made through S3, after they are committed and before the
+   * request is answered (the mount drops what the kernel cached of those names); the returned
+   * function unregisters it. Hooks run outside the engine's locks and never fail a request.
+   */
+  onChange(fn: (changes: ObjectChange[]) => Promise<void>): () => void {
+    this.changeHooks.add(fn);
+    return () => this.changeHooks.delete(fn);
+  }
+
+  /** Tells the change hooks (for the S3 listener's own calls too: deleteBucket). */
+  async announce(changes: ObjectChange[]): Promise<void> {
+    if (changes.length === 0 || this.changeHooks.size === 0) return;
+    for (const r of await Promise.allSettled([...this.changeHooks].map((fn) => fn(changes)))) {
+      if (r.status === 'rejected') this.log.warn(`after an S3 change of ${changes[0]!.bucket}/${changes[0]!.key}: ${(r.reason as Error).message}`);
+    }
   }
 
   async list(bucket: string, options: ListOptions = {}): Promise<ListResult> {
@@ -1843,17 +1876,21 @@ export class Engine {
     }
   }
 
-  private async pruneEmptyParents(bucket: string, p: string): Promise<void> {
+  /** Removes the empty directories above `p` in its bucket; returns their keys, deepest first. */
+  private async pruneEmptyParents(bucket: string, p: string): Promise<string[]> {
     const bucketDir = this.store.bucketPath(bucket);
+    const removed: string[] = [];
     let dir = path.dirname(p);
     while (dir.startsWith(bucketDir + path.sep)) {
       try {
         await fsp.rmdir(dir);
       } catch {
-        return;
+        break;
       }
+      removed.push(dir.slice(bucketDir.length + 1).split(path.sep).join('/'));
       dir = path.dirname(dir);
     }
+    return removed;
   }
 }
 

@@ -163,8 +163,12 @@ export async function mountFilesystem(engine: Engine, opts: MountOptions): Promi
     // A key that locks takes the kernel's cached pages of every file opened through the mount
     // with it (read-only opens that read through the page cache, MAP_PRIVATE mappings).
     const offKeyLock = engine.onKeyLock(() => ll.invalidateOpened());
+    // What S3 changes, the kernel forgets at once: no stat or open at the mount sees an old size or
+    // a removed name after the S3 request was answered.
+    const offChange = engine.onChange((changes) => ll.changed(changes));
     detach = async () => {
       offKeyLock();
+      offChange();
       await ll.close();
       return null;
     };

@@ -36,6 +36,9 @@ export async function headBucket(ctx: S3Context): Promise<void> {
 
 export async function deleteBucket(ctx: S3Context): Promise<void> {
   await call(bucketCtx, () => ctx.engine.deleteBucket(ctx.bucket));
+  // Here, not in the engine: the mount's rmdir of a bucket calls deleteBucket too, and the kernel
+  // holds the directory's lock then.
+  await ctx.engine.announce([{ bucket: ctx.bucket, key: '', gone: true }]);
   // Unfinished uploads die with their bucket (AWS drops them too).
   for (const u of await ctx.engine.listUploads(ctx.bucket).catch(() => [])) {
     await ctx.engine.abortUpload(u.bucket, u.key, u.uploadId).catch(() => undefined);
