@@ -111,7 +111,9 @@ export async function s3request(port: number, spec: RequestSpec): Promise<Respon
     const extra: Record<string, string> = spec.expectContinue ? { expect: '100-continue' } : {};
     if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-length')) extra['content-length'] = String(body.length);
     const req = http.request({ host: '127.0.0.1', port, method: spec.method, path, headers: { ...headers, ...extra }, agent: false });
+    let answered = false;
     req.on('response', (res) => {
+      answered = true;
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -120,7 +122,14 @@ export async function s3request(port: number, spec: RequestSpec): Promise<Respon
       });
       res.on('error', reject);
     });
-    req.on('error', reject);
+    // A server that refuses a large body answers and closes without reading the rest (as S3
+    // does): the write of the rest may fail (EPIPE, ECONNRESET) just before the answer is read.
+    // Give the answer a moment to arrive before calling it a failure.
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (answered) return;
+      if (err.code === 'EPIPE' || err.code === 'ECONNRESET') setTimeout(() => reject(err), 1000);
+      else reject(err);
+    });
     if (spec.expectContinue) req.on('continue', () => req.end(body));
     else req.end(body);
   });
