@@ -510,9 +510,8 @@ export class LowLevelMount {
    * other's), and the kernel's size of the file is the open file's (it reads cached files up to
    * the size it knows).
    */
-  private mayCache(node: Node, fh: number): boolean {
+  private mayCache(node: Node, st: FuseStat | null | undefined): boolean {
     if (!this.direct || !this.cacheReads || node.writers > 0 || node.stale || node.hidden || this.recentlyReplaced(node)) return false;
-    const st = this.opts.statHandle?.(fh);
     if (!st || st.ino === undefined) return false;
     this.see(node, st.ino);
     return !node.mixed && st.size === node.size;
@@ -878,8 +877,10 @@ export class LowLevelMount {
         // The name holds another file now (an S3 PUT) while handles read the old one through this
         // node's page cache: a handle of the new file must not share those pages (a mapping of it
         // would mix both files). On ESTALE the kernel looks the name up again: a node of its own.
-        const ost = node.cached > 0 ? this.opts.statHandle?.(fh) : undefined;
-        if (ost && ost.ino !== node.fileIno) {
+        const writer = (flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0;
+        // The open file's attributes, taken once: for the check below and for mayCache.
+        const ost = node.cached > 0 || (!writer && this.direct && this.cacheReads) ? this.opts.statHandle?.(fh) : undefined;
+        if (ost && node.cached > 0 && ost.ino !== node.fileIno) {
           node.open--;
           this.detachReplaced(node);
           ops.release(this.pathOf(node), fh, () => this.dropIfUnused(node));
@@ -889,8 +890,7 @@ export class LowLevelMount {
         node.opened = true;
         const now = this.pathOf(node);
         if (now !== started) this.opts.moveHandle?.(fh, now);
-        const writer = (flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0;
-        const cached = !writer && this.mayCache(node, fh);
+        const cached = !writer && this.mayCache(node, ost);
         this.track(node, fh, (cached ? FH_CACHED : 0) | (writer ? FH_WRITER : 0));
         // A descriptor that cannot write has nothing for a flush to commit: its close(2) sends no
         // FLUSH request (one round trip less per file read).
