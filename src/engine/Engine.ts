@@ -54,6 +54,8 @@ export interface ObjectChange {
   bucket: string;
   key: string;
   gone: boolean;
+  /** Only the object's metadata (tags, content type) was rewritten. */
+  meta?: boolean;
 }
 
 export interface EngineOptions {
@@ -435,6 +437,7 @@ export class Engine {
       for await (const chunk of toIterable(body)) n += chunk.length;
       if (n > 0) throw new MountdError(ErrorCode.InvalidArgument, 'a directory marker (key ending in "/") must be empty');
       await this.namespace.read(() => this.makeParents(bucket, parsed.segments));
+      await this.announce([{ bucket, key, gone: false }]);
       return { etag: EMPTY_MD5, size: 0, encryption: { kind: 'default', algorithm: 'AES-256-GCM', formatVersion: FORMAT_VERSION, fileId: '' } };
     }
     const spec = await this.resolveEncryption(bucket, opts.encryption);

@@ -174,6 +174,8 @@ class Node {
    * MAP_PRIVATE mapping, which the kernel serves from its page cache even under direct_io).
    */
   opened = false;
+  /** The file type (S_IFMT bits) the kernel was last told. */
+  type = 0;
   constructor(
     readonly id: number,
     public parent: Node | null,
@@ -316,25 +318,43 @@ export class LowLevelMount {
    * detachReplaced). With no descriptor open, the node starts afresh with the new file. Names
    * the kernel never looked up cost nothing.
    */
-  changed(changes: Array<{ bucket: string; key: string; gone: boolean }>): Promise<void> {
+  changed(changes: Array<{ bucket: string; key: string; gone: boolean; meta?: boolean }>): Promise<void> {
     if (this.closed) return Promise.resolve();
     const ids = new Set<number>();
     const parents: number[] = [];
     const names: string[] = [];
     for (const c of changes) {
       const segments = [c.bucket, ...c.key.split('/').filter((x) => x !== '')];
-      let parent: Node | undefined = this.root;
-      for (let i = 0; parent && i < segments.length - 1; i++) parent = this.child(parent, segments[i]!);
-      if (!parent) continue;
+      let parent: Node = this.root;
+      let i = 0;
+      for (; i < segments.length - 1; i++) {
+        const next = this.child(parent, segments[i]!);
+        if (!next) break;
+        parent = next;
+      }
+      // Directories the change made below the deepest one the kernel knows: that one's link
+      // count and times moved.
+      if (i < segments.length - 1) {
+        ids.add(parent.id);
+        continue;
+      }
       const name = segments[segments.length - 1]!;
       const node = this.child(parent, name);
+      if (c.meta) {
+        // Metadata (tags, content type) rewritten in place: only the file's ctime moved.
+        if (node) ids.add(node.id);
+        continue;
+      }
       ids.add(parent.id);
       if (!node) continue;
       ids.add(node.id);
-      if (c.gone || node.cached > 0) {
+      // A file put over a name the kernel holds as another type (a symlink): the kernel cannot
+      // change an inode's type, and would call the node bad (EIO) or go on following it as a link.
+      const retyped = !c.gone && c.key !== '' && !c.key.endsWith('/') && node.type !== 0 && node.type !== S_IFREG;
+      if (c.gone || retyped || node.cached > 0) {
         parents.push(parent.id);
         names.push(name);
-        if (c.gone) this.detach(node);
+        if (c.gone || retyped) this.detach(node);
         else this.detachReplaced(node);
       } else if (node.fhs.size === 0) {
         // Its pages and attributes go with this invalidation: nothing of the old file is left.
@@ -446,6 +466,20 @@ export class LowLevelMount {
     node.parent = parent;
     node.name = name;
     (parent.kids ??= new Map()).set(name, node);
+  }
+
+  /** The nodes the kernel holds below a directory's node. */
+  private descendants(node: Node): number[] {
+    const out: number[] = [];
+    const walk = (n: Node) => {
+      if (!n.kids) return;
+      for (const k of n.kids.values()) {
+        out.push(k.id);
+        walk(k);
+      }
+    };
+    walk(node);
+    return out;
   }
 
   private dropIfUnused(node: Node): void {
@@ -590,6 +624,7 @@ export class LowLevelMount {
     this.see(node, st.ino);
     scratch[0] = node.ino ?? NODE_INO_BASE + node.id;
     scratch[1] = st.mode;
+    node.type = st.mode & S_IFMT;
     scratch[2] = st.nlink;
     scratch[3] = st.uid;
     scratch[4] = st.gid;
@@ -740,7 +775,17 @@ export class LowLevelMount {
       const steps: Array<(next: (err: number) => void) => void> = [];
       if (toSet & SET_MODE) steps.push((next) => ops.chmod(p, mode, next));
       if (toSet & (SET_UID | SET_GID)) steps.push((next) => ops.chown(p, toSet & SET_UID ? uid : 0xffffffff, toSet & SET_GID ? gid : 0xffffffff, next));
-      if (toSet & SET_SIZE) steps.push((next) => (fh >= 0 ? ops.ftruncate(p, fh, size, next) : ops.truncate(p, size, next)));
+      if (toSet & SET_SIZE) {
+        steps.push((next) =>
+          fh >= 0
+            ? ops.ftruncate(p, fh, size, (err) => {
+                // Buffered like a write: the flush commits it and moves the file's times.
+                if (err === 0) node.wroteSinceCommit = true;
+                next(err);
+              })
+            : ops.truncate(p, size, next),
+        );
+      }
       if (toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
         const at = toSet & SET_ATIME_NOW ? UTIME_NOW_MS : toSet & SET_ATIME ? atime : UTIME_OMIT_MS;
         const mt = toSet & SET_MTIME_NOW ? UTIME_NOW_MS : toSet & SET_MTIME ? mtime : UTIME_OMIT_MS;
@@ -816,6 +861,15 @@ export class LowLevelMount {
           if (err === 0) {
             if (target && target !== node && !target.hidden) this.detach(target);
             if (node) this.move(node, newParent, newName);
+            // A directory's move re-sealed the key of every file below it (an xattr write, a new
+            // ctime): what the kernel holds of them goes before the answer.
+            const below = node ? this.descendants(node) : [];
+            if (below.length > 0) {
+              this.invalidate(below)
+                .catch((e: Error) => this.opts.log.warn(`mount: ${e.message}`))
+                .then(() => this.ok(req)(0));
+              return;
+            }
           }
           this.ok(req)(err);
         });

@@ -26,6 +26,8 @@ export async function createBucket(ctx: S3Context, bodyLimit: number): Promise<v
     }
   }
   await call(bucketCtx, () => ctx.engine.createBucket(ctx.bucket));
+  // Here, not in the engine, as for deleteBucket below.
+  await ctx.engine.announce([{ bucket: ctx.bucket, key: '', gone: false }]);
   send(ctx, 200, { Location: `/${ctx.bucket}` });
 }
 

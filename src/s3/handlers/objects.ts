@@ -217,6 +217,7 @@ export async function copyObject(ctx: S3Context): Promise<void> {
       throw s3err.invalidRequest('This copy request is illegal because it is trying to copy an object to itself without changing the object\'s metadata, storage class, website redirect location or encryption attributes.');
     }
     await call(obj(ctx), () => ctx.engine.updateMeta(ctx.bucket, ctx.key, (m) => ({ ...m, contentType, user: user ?? {}, tags }), sourceKey));
+    await metaChanged(ctx);
     const now = await call(obj(ctx), () => ctx.engine.headObject(ctx.bucket, ctx.key, { customerKey: sourceKey }));
     return sendXml(ctx, 200, 'CopyObjectResult', { LastModified: isoDate(now.mtimeMs), ETag: objectEtag(now) }, sseResponseHeaders(now.encryption));
   }
@@ -228,6 +229,9 @@ export async function copyObject(ctx: S3Context): Promise<void> {
     return { root: 'CopyObjectResult', node: { LastModified: isoDate(Date.now()), ETag: etag }, headers: sseResponseHeaders(result.encryption) };
   });
 }
+
+/** The mount's view of an object whose metadata S3 rewrote (its ctime moved). */
+const metaChanged = (ctx: S3Context) => ctx.engine.announce([{ bucket: ctx.bucket, key: ctx.key, gone: false, meta: true }]);
 
 export async function getObjectTagging(ctx: S3Context): Promise<void> {
   checkKeyLength(ctx.key);
@@ -246,6 +250,7 @@ export async function putObjectTagging(ctx: S3Context, bodyLimit: number): Promi
   const set = child(doc, 'TagSet') ?? {};
   const tags = validateTags(children(set, 'Tag').map((t) => [text(t, 'Key') ?? '', text(t, 'Value') ?? '']));
   await call(obj(ctx), () => ctx.engine.updateMeta(ctx.bucket, ctx.key, (m) => ({ ...m, tags }), customerKey));
+  await metaChanged(ctx);
   send(ctx, 200);
 }
 
@@ -254,5 +259,6 @@ export async function deleteObjectTagging(ctx: S3Context): Promise<void> {
   const customerKey = readKey(ctx.req.headers, ctx.config.sse);
   await headBucketOf(ctx);
   await call(obj(ctx), () => ctx.engine.updateMeta(ctx.bucket, ctx.key, (m) => ({ ...m, tags: undefined }), customerKey));
+  await metaChanged(ctx);
   send(ctx, 204);
 }

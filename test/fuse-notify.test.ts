@@ -1,0 +1,132 @@
+// What the mount shows right after a change made through either door, now that the kernel may
+// keep names and attributes for 5 s (ENTRY_TIMEOUT, ATTR_TIMEOUT in src/fuse/lowlevel.ts): each
+// change that moves what stat shows must reach the kernel before it is answered. Every check is
+// made at once after the change; with a stale cache each would see the old state for seconds.
+import anyTest, { type TestFn } from 'ava';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { HAS_FUSE, reportMissingFuse, run, sh, startMount, type MountFixture } from './helpers/mount.js';
+import { s3request } from './helpers/s3.js';
+
+const test = anyTest as TestFn<{ fx: MountFixture }>;
+// The notifications are the low-level binding's (native/fuse-ll.c); fuse-native keeps 1 s timeouts.
+const lowLevel = process.env.MOUNTD_FUSE_BINDING !== 'fuse-native';
+const fuseTest = HAS_FUSE && lowLevel ? test.serial : test.skip;
+
+reportMissingFuse(test, 'fuse-notify.test.ts', 'the tests of what the mount shows right after a change');
+if (HAS_FUSE && !lowLevel) test('fuse-notify: runs on the low-level binding only (MOUNTD_FUSE_BINDING=fuse-native here)', (t) => t.pass());
+
+test.before(async (t) => {
+  if (!HAS_FUSE || !lowLevel) return;
+  t.context = { fx: await startMount('notify', { s3: true }) };
+});
+
+test.after.always(async (t) => {
+  if (t.context.fx) await t.context.fx.cleanup();
+});
+
+/** stat -c FORMAT of a path at the mount and of its backing file. */
+async function both(fx: MountFixture, rel: string, format: string): Promise<{ mount: string; disk: string }> {
+  const mount = (await sh(`stat -c '${format}' '${path.join(fx.mnt, rel)}'`)).trim();
+  const disk = (await sh(`stat -c '${format}' '${path.join(fx.dataDir, rel)}'`)).trim();
+  return { mount, disk };
+}
+
+/**
+ * Fields of two `stat -c` outputs agree: times (with a '.') to within 10 us (the engine keeps
+ * times as milliseconds in a double, which loses the last digits of nanoseconds), others exactly.
+ */
+function agree(t: { is(a: unknown, b: unknown, m?: string): void; true(v: boolean, m?: string): void }, got: { mount: string; disk: string }, what: string): void {
+  const a = got.mount.split(' ');
+  const b = got.disk.split(' ');
+  t.is(a.length, b.length, what);
+  a.forEach((x, i) => {
+    if (x.includes('.')) {
+      const ns = (v: string) => BigInt(v.replace('.', ''));
+      const d = ns(x) - ns(b[i]!);
+      t.true(d < 10_000n && d > -10_000n, `${what}: ${x} at the mount, ${b[i]} on disk`);
+    } else t.is(x, b[i], `${what}: ${got.mount} at the mount, ${got.disk} on disk`);
+  });
+}
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+fuseTest('an S3 PUT over a symlink the kernel holds: the name is a regular file at once (no EIO, no EINVAL)', async (t) => {
+  const { fx } = t.context;
+  const port = fx.daemon.s3Port!;
+  const b = path.join(fx.mnt, 'nt-link');
+  await fsp.mkdir(b);
+  await sh(`echo target > ${b}/t && ln -s t ${b}/l && ln -s t ${b}/l2 && stat -c %F ${b}/l ${b}/l2 && cat ${b}/l2`);
+  t.is((await s3request(port, { method: 'PUT', path: '/nt-link/l', body: Buffer.from('now a file\n') })).status, 200);
+  t.is((await s3request(port, { method: 'PUT', path: '/nt-link/l2', body: Buffer.from('file two\n') })).status, 200);
+  const r = await run('stat', ['-c', '%F %s', `${b}/l`]);
+  t.is(r.stderr, '', 'stat right after the PUT was answered');
+  t.is(r.stdout, 'regular file 11\n');
+  // Followed as a link, the old dentry would send READLINK to what is no longer one.
+  t.is(await fsp.readFile(`${b}/l2`, 'utf8'), 'file two\n');
+});
+
+fuseTest('ftruncate then close: stat at the mount shows the time the close committed', async (t) => {
+  const { fx } = t.context;
+  await fsp.mkdir(path.join(fx.mnt, 'nt-trunc'));
+  await fsp.writeFile(path.join(fx.mnt, 'nt-trunc', 'f'), Buffer.alloc(100, 'x'));
+  const script = String.raw`
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.ftruncate(fd, 10)
+time.sleep(0.05)
+os.close(fd)
+`;
+  await run('python3', ['-c', script, path.join(fx.mnt, 'nt-trunc', 'f')]);
+  t.is((await fsp.stat(path.join(fx.mnt, 'nt-trunc', 'f'))).size, 10);
+  agree(t, await both(fx, 'nt-trunc/f', '%.9Y'), 'mtime');
+});
+
+fuseTest('an S3 PUT that makes directories, or a directory marker: the directory the kernel holds shows its new link count and time', async (t) => {
+  const { fx } = t.context;
+  const port = fx.daemon.s3Port!;
+  await fsp.mkdir(path.join(fx.mnt, 'nt-implicit'));
+  await sh(`stat ${fx.mnt}/nt-implicit`);
+  await pause(50);
+  t.is((await s3request(port, { method: 'PUT', path: '/nt-implicit/x/y/z', body: Buffer.from('z') })).status, 200);
+  agree(t, await both(fx, 'nt-implicit', '%h %.9Y'), 'after PUT x/y/z: link count and mtime of the bucket');
+  await sh(`stat ${fx.mnt}/nt-implicit/x`);
+  await pause(50);
+  t.is((await s3request(port, { method: 'PUT', path: '/nt-implicit/x/marker/', body: Buffer.alloc(0) })).status, 200);
+  agree(t, await both(fx, 'nt-implicit/x', '%h %.9Y'), 'after PUT x/marker/: link count and mtime of x');
+});
+
+fuseTest('an S3 CreateBucket: the mount root shows its new time and link count', async (t) => {
+  const { fx } = t.context;
+  const port = fx.daemon.s3Port!;
+  await sh(`stat ${fx.mnt}`);
+  await pause(50);
+  t.is((await s3request(port, { method: 'PUT', path: '/nt-newbucket' })).status, 200);
+  const mount = (await sh(`stat -c '%.9Y' ${fx.mnt}`)).trim();
+  const disk = (await sh(`stat -c '%.9Y' ${fx.dataDir}`)).trim();
+  agree(t, { mount, disk }, 'mtime of the root');
+});
+
+fuseTest('S3 tagging and a metadata-replacing self-copy: the file shows its new change time', async (t) => {
+  const { fx } = t.context;
+  const port = fx.daemon.s3Port!;
+  await fsp.mkdir(path.join(fx.mnt, 'nt-meta'));
+  await fsp.writeFile(path.join(fx.mnt, 'nt-meta', 'f'), 'tagged\n');
+  await sh(`stat ${fx.mnt}/nt-meta/f`);
+  await pause(50);
+  const tagging = '<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tagging>';
+  t.is((await s3request(port, { method: 'PUT', path: '/nt-meta/f', query: { tagging: '' }, body: Buffer.from(tagging) })).status, 200);
+  agree(t, await both(fx, 'nt-meta/f', '%.9Z'), 'ctime after PutObjectTagging');
+  await pause(50);
+  const copy = await s3request(port, { method: 'PUT', path: '/nt-meta/f', headers: { 'x-amz-copy-source': '/nt-meta/f', 'x-amz-metadata-directive': 'REPLACE', 'content-type': 'text/plain' } });
+  t.is(copy.status, 200, copy.text);
+  agree(t, await both(fx, 'nt-meta/f', '%.9Z'), 'ctime after a self-copy with REPLACE');
+});
+
+fuseTest('a directory renamed at the mount: the files below show their new change time (their keys were re-sealed)', async (t) => {
+  const { fx } = t.context;
+  await sh(`mkdir -p ${fx.mnt}/nt-ren/d/sub && echo g > ${fx.mnt}/nt-ren/d/sub/g && stat ${fx.mnt}/nt-ren/d/sub/g`);
+  await pause(50);
+  await sh(`mv ${fx.mnt}/nt-ren/d ${fx.mnt}/nt-ren/e`);
+  agree(t, await both(fx, 'nt-ren/e/sub/g', '%.9Z'), 'ctime of a file whose key was re-sealed');
+});
