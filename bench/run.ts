@@ -7,7 +7,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NULL_SERVER, s3Bench, type S3Row } from './s3.js';
+import { LARGE_RUNS, NULL_SERVER, s3Bench, type S3Row } from './s3.js';
 import { keyBench, type KeyRow } from './keys.js';
 import { roundTripBench } from './roundtrip.js';
 
@@ -290,7 +290,7 @@ async function main(): Promise<void> {
     console.log(lines.join('\n'));
     console.log(ratios.join('\n'));
     sections.push(
-      `## S3\n\nThe same client code (bench/s3.ts, AWS SDK for JavaScript v3) against each server on 127.0.0.1. ${SIZE_MIB} MiB object PUT and GET (one client); 2,000 objects of 4 KiB PUT then GET with 16 concurrent clients. "${NULL_SERVER}" is bench/null-s3-server.mjs: it checks nothing and stores nothing but sizes, so what the client reaches against it is the most any server can show here, where client and server share the machine's ${os.cpus().length} cores.\n\n${lines.join('\n')}\n\n${ratios.join('\n')}\n`,
+      `## S3\n\nThe same client code (bench/s3.ts, AWS SDK for JavaScript v3) against each server on 127.0.0.1. ${SIZE_MIB} MiB object PUT then GET (one client), ${LARGE_RUNS} times: MB/s of the median transfer, p50 and p99 its time and the slowest's; 2,000 objects of 4 KiB PUT then GET with 16 concurrent clients. "${NULL_SERVER}" is bench/null-s3-server.mjs: it checks nothing and stores nothing but sizes, so what the client reaches against it is the most any server can show here, where client and server share the machine's ${os.cpus().length} cores.\n\n${lines.join('\n')}\n\n${ratios.join('\n')}\n`,
     );
   }
   if (ONLY.includes('keys')) {
