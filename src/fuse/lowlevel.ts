@@ -957,7 +957,7 @@ export class LowLevelMount {
       const p = this.childPath(parent, name);
       ops.create(p, mode, (err, fh) => {
         if (err !== 0 || fh === undefined) return this.err(req, err || -E.EIO);
-        ops.getattr(p, (err2, st) => {
+        const answer = (err2: number, st?: FuseStat | null) => {
           if (err2 !== 0 || !st || this.closed) {
             ops.release(p, fh, () => undefined);
             return this.err(req, err2 || -E.EIO);
@@ -969,7 +969,12 @@ export class LowLevelMount {
           this.track(node, fh, FH_WRITER);
           this.fillAttr(node, st);
           this.n.replyCreate(req, ENTRY_TIMEOUT, ATTR_TIMEOUT, fh, this.direct);
-        });
+        };
+        // The new file's attributes are those of the handle just made (an fstat): a getattr of
+        // the path would walk it, check for a symlink mark and cost a trip through promises.
+        const st = this.opts.statHandle?.(fh);
+        if (st) answer(0, st);
+        else ops.getattr(p, answer);
       });
     });
 
