@@ -437,6 +437,7 @@ struct inval_job {
   size_t n_entries;             // names to drop from the kernel's directory cache: (parent, name)
   uint64_t *parents;
   char **names;
+  int attrs_only;               // off -1: the attributes only, no page is dropped (nor waited for)
   int failed;                   // notifications the kernel refused for another reason than ENOENT
   int last_errno;
   napi_threadsafe_function done;
@@ -457,8 +458,9 @@ static void free_job(struct inval_job *j) {
 static void *inval_thread(void *p) {
   struct inval_job *j = p;
   for (size_t i = 0; i < j->n; i++) {
-    // off 0, length 0: every page of the node, and its cached attributes.
-    struct inval_msg m = { sizeof m, NOTIFY_INVAL_INODE, 0, j->inos[i], 0, 0 };
+    // off 0, length 0: every page of the node, and its cached attributes; off -1: the attributes
+    // only (a new ctime after a key re-seal or a metadata rewrite: the data did not change).
+    struct inval_msg m = { sizeof m, NOTIFY_INVAL_INODE, 0, j->inos[i], j->attrs_only ? -1 : 0, 0 };
     ssize_t r;
     do r = write(j->fd, &m, sizeof m); while (r < 0 && errno == EINTR);
     // ENOENT: the kernel holds no such node (nothing cached to drop).
@@ -503,7 +505,7 @@ static void inval_done(napi_env env, napi_value cb, void *context, void *data) {
 // thread of its own; `done` runs on the loop when all were written. Returns false (and never
 // calls `done`) if the session has ended.
 static napi_value invalidate_(napi_env env, napi_callback_info info) {
-  size_t argc = 5; napi_value argv[5];
+  size_t argc = 6; napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   napi_value res;
   struct session *s = argc >= 3 ? session_of(env, argv[0]) : NULL;
@@ -525,8 +527,9 @@ static napi_value invalidate_(napi_env env, napi_callback_info info) {
     napi_get_value_double(env, v, &d);
     j->inos[i] = (uint64_t)d;
   }
+  if (argc >= 6) { bool b = false; napi_get_value_bool(env, argv[5], &b); j->attrs_only = b; }
   uint32_t ne = 0;
-  if (argc == 5) {
+  if (argc >= 5) {
     uint32_t nn = 0;
     CHECK(napi_get_array_length(env, argv[3], &ne));
     CHECK(napi_get_array_length(env, argv[4], &nn));

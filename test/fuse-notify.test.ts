@@ -130,3 +130,67 @@ fuseTest('a directory renamed at the mount: the files below show their new chang
   await sh(`mv ${fx.mnt}/nt-ren/d ${fx.mnt}/nt-ren/e`);
   agree(t, await both(fx, 'nt-ren/e/sub/g', '%.9Z'), 'ctime of a file whose key was re-sealed');
 });
+
+/**
+ * Maps `file` read-only (MAP_SHARED), touches every page, runs `action` (a rename, or waits for a
+ * line on stdin while the test acts), and prints the pages resident (mincore) before and after.
+ */
+const RESIDENCY = String.raw`
+import os, sys, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+fd = os.open(sys.argv[1], os.O_RDONLY); n = os.fstat(fd).st_size; pages = (n + 4095) // 4096
+addr = libc.mmap(None, n, 1, 1, fd, 0)
+if addr in (None, ctypes.c_void_p(-1).value): raise OSError(ctypes.get_errno(), 'mmap')
+def resident():
+    vec = (ctypes.c_ubyte * pages)()
+    if libc.mincore(addr, n, vec) != 0: raise OSError(ctypes.get_errno(), 'mincore')
+    return sum(b & 1 for b in vec)
+for i in range(pages): ctypes.c_ubyte.from_address(addr + i * 4096).value
+before = resident()
+if len(sys.argv) > 3: os.rename(sys.argv[2], sys.argv[3])
+else: print('ready', flush=True); sys.stdin.readline()
+print(pages, before, resident(), flush=True)
+`;
+
+fuseTest('a directory rename and S3 tagging keep the page cache of the files concerned (only their ctime moved)', async (t) => {
+  const { fx } = t.context;
+  const port = fx.daemon.s3Port!;
+  const b = path.join(fx.mnt, 'nt-pages');
+  await fsp.mkdir(path.join(b, 'd', 'sub'), { recursive: true });
+  await sh(`head -c 4000000 /dev/urandom > ${b}/d/sub/f && head -c 2000000 /dev/urandom > ${b}/g`);
+  const renamed = (await run('python3', ['-c', RESIDENCY, `${b}/d/sub/f`, `${b}/d`, `${b}/e`])).stdout.trim().split(' ').map(Number);
+  t.is(renamed[1], renamed[0], 'every page of the mapping was resident before');
+  t.is(renamed[2], renamed[1], `pages resident after a rename of the file's grandparent: ${renamed[2]} of ${renamed[1]}`);
+
+  const { spawn } = await import('node:child_process');
+  const child = spawn('python3', ['-c', RESIDENCY, `${b}/g`]);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  while (!out.includes('ready')) await pause(20);
+  const tagging = '<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tagging>';
+  t.is((await s3request(port, { method: 'PUT', path: '/nt-pages/g', query: { tagging: '' }, body: Buffer.from(tagging) })).status, 200);
+  child.stdin.end('go\n');
+  await new Promise((r) => child.on('exit', r));
+  const tagged = out.trim().split('\n').pop()!.split(' ').map(Number);
+  t.is(tagged[1], tagged[0]);
+  t.is(tagged[2], tagged[1], `pages resident after PutObjectTagging: ${tagged[2]} of ${tagged[1]}`);
+});
+
+fuseTest('S3 PutBucketEncryption and DeleteBucketEncryption: the bucket directory shows its new change time', async (t) => {
+  const { fx } = t.context;
+  const port = fx.daemon.s3Port!;
+  await fsp.mkdir(path.join(fx.mnt, 'nt-enc'));
+  await sh(`stat ${fx.mnt}/nt-enc`);
+  await pause(50);
+  const cfg = '<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule></ServerSideEncryptionConfiguration>';
+  const put = await s3request(port, { method: 'PUT', path: '/nt-enc', query: { encryption: '' }, body: Buffer.from(cfg) });
+  t.is(put.status, 200, put.text);
+  agree(t, await both(fx, 'nt-enc', '%.9Z'), 'ctime after PutBucketEncryption');
+  await pause(50);
+  const del = await s3request(port, { method: 'DELETE', path: '/nt-enc', query: { encryption: '' } });
+  t.is(del.status, 204, del.text);
+  agree(t, await both(fx, 'nt-enc', '%.9Z'), 'ctime after DeleteBucketEncryption');
+});

@@ -44,10 +44,11 @@ interface LowLevelNative {
   replyReadlink(req: number, target: string): void;
   replyStatfs(req: number): void;
   /**
-   * Drops the kernel's cached pages and attributes of the nodes, then the names (parentIds[i],
-   * names[i]) from its directory cache, on a thread; false if the session ended.
+   * Drops the kernel's cached pages and attributes of the nodes (attributes only with
+   * `attrsOnly`), then the names (parentIds[i], names[i]) from its directory cache, on a thread;
+   * false if the session ended.
    */
-  invalidate(session: unknown, nodeIds: number[], done: (failed: number, errno: number) => void, parentIds?: number[], names?: string[]): boolean;
+  invalidate(session: unknown, nodeIds: number[], done: (failed: number, errno: number) => void, parentIds?: number[], names?: string[], attrsOnly?: boolean): boolean;
   ops: Record<string, number>;
   scratchLength: number;
 }
@@ -289,7 +290,7 @@ export class LowLevelMount {
     return this.invalidate(ids);
   }
 
-  private invalidate(ids: number[], parents: number[] = [], names: string[] = []): Promise<void> {
+  private invalidate(ids: number[], parents: number[] = [], names: string[] = [], attrsOnly = false): Promise<void> {
     if ((ids.length === 0 && names.length === 0) || this.released || !this.session) return Promise.resolve();
     const p = new Promise<void>((resolve, reject) => {
       const started = this.n.invalidate(
@@ -301,6 +302,7 @@ export class LowLevelMount {
         },
         parents,
         names,
+        attrsOnly,
       );
       if (!started) resolve();
     });
@@ -321,6 +323,7 @@ export class LowLevelMount {
   changed(changes: Array<{ bucket: string; key: string; gone: boolean; meta?: boolean }>): Promise<void> {
     if (this.closed) return Promise.resolve();
     const ids = new Set<number>();
+    const metaIds = new Set<number>();
     const parents: number[] = [];
     const names: string[] = [];
     for (const c of changes) {
@@ -342,7 +345,7 @@ export class LowLevelMount {
       const node = this.child(parent, name);
       if (c.meta) {
         // Metadata (tags, content type) rewritten in place: only the file's ctime moved.
-        if (node) ids.add(node.id);
+        if (node) metaIds.add(node.id);
         continue;
       }
       ids.add(parent.id);
@@ -363,7 +366,9 @@ export class LowLevelMount {
         node.size = -1;
       }
     }
-    return this.invalidate([...ids], parents, names);
+    for (const id of ids) metaIds.delete(id);
+    if (metaIds.size === 0) return this.invalidate([...ids], parents, names);
+    return Promise.all([this.invalidate([...ids], parents, names), this.invalidate([...metaIds], [], [], true)]).then(() => undefined);
   }
 
   /**
@@ -865,7 +870,7 @@ export class LowLevelMount {
             // ctime): what the kernel holds of them goes before the answer.
             const below = node ? this.descendants(node) : [];
             if (below.length > 0) {
-              this.invalidate(below)
+              this.invalidate(below, [], [], true)
                 .catch((e: Error) => this.opts.log.warn(`mount: ${e.message}`))
                 .then(() => this.ok(req)(0));
               return;

@@ -91,10 +91,12 @@ export async function putBucketEncryption(ctx: S3Context, bodyLimit: number): Pr
     throw s3err.malformedXml();
   }
   await call(bucketCtx, () => ctx.engine.setBucketEncryption(ctx.bucket, cfg));
+  await ctx.engine.announce([{ bucket: ctx.bucket, key: '', gone: false, meta: true }]);
   send(ctx, 200);
 }
 
 export async function deleteBucketEncryption(ctx: S3Context): Promise<void> {
   await call(bucketCtx, () => ctx.engine.setBucketEncryption(ctx.bucket, null));
+  await ctx.engine.announce([{ bucket: ctx.bucket, key: '', gone: false, meta: true }]);
   send(ctx, 204);
 }
