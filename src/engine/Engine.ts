@@ -54,7 +54,7 @@ export interface ObjectChange {
   bucket: string;
   key: string;
   gone: boolean;
-  /** Only the object's metadata (tags, content type) was rewritten. */
+  /** Only metadata was rewritten (an object's tags or content type, a bucket's default encryption). */
   meta?: boolean;
 }
 

@@ -318,7 +318,9 @@ export class LowLevelMount {
    * descriptors read the old file through the page cache: then the name is forgotten too (a new
    * node for the new file, as after a rename over it) and not cached for a while (see
    * detachReplaced). With no descriptor open, the node starts afresh with the new file. Names
-   * the kernel never looked up cost nothing.
+   * the kernel never looked up cost nothing, but the deepest directory it knows on their path
+   * is refreshed (the change may have made directories in it). A `meta` change (tags, content
+   * type, a bucket's default encryption) drops the node's attributes only: its data is the same.
    */
   changed(changes: Array<{ bucket: string; key: string; gone: boolean; meta?: boolean }>): Promise<void> {
     if (this.closed) return Promise.resolve();
@@ -344,7 +346,7 @@ export class LowLevelMount {
       const name = segments[segments.length - 1]!;
       const node = this.child(parent, name);
       if (c.meta) {
-        // Metadata (tags, content type) rewritten in place: only the file's ctime moved.
+        // Metadata rewritten in place: only the ctime moved.
         if (node) metaIds.add(node.id);
         continue;
       }
