@@ -319,6 +319,50 @@ test('ranges, conditional GETs and response overrides', async (t) => {
   t.is((await get(`${b}/empty`)).body.length, 0);
 });
 
+test('stored headers: Cache-Control, Content-Disposition, Content-Encoding, Content-Language and Expires come back on GET and HEAD, follow copies, and aws-chunked is not one of them', async (t) => {
+  const b = await bucket('stored-headers');
+  const sent = {
+    'cache-control': 'max-age=3600, public',
+    'content-disposition': 'attachment; filename="report.csv.gz"',
+    'content-encoding': 'gzip',
+    'content-language': 'de-CH',
+    expires: 'Wed, 21 Oct 2037 07:28:00 GMT',
+  };
+  t.is((await put(`${b}/a`, 'zipped', { ...sent, 'content-type': 'text/csv' })).status, 200);
+  const pick = (h: http.IncomingHttpHeaders) => Object.fromEntries(Object.keys(sent).map((n) => [n, h[n]]));
+  for (const r of [await get(`${b}/a`), await head(`${b}/a`)]) {
+    t.deepEqual(pick(r.headers), sent);
+    t.is(r.headers['content-type'], 'text/csv');
+  }
+  // A response-* override wins over the stored value.
+  t.is((await get(`${b}/a`, {}, { 'response-content-encoding': 'identity' })).headers['content-encoding'], 'identity');
+  // An object put without them has none.
+  await put(`${b}/plain`, 'x');
+  t.deepEqual(pick((await head(`${b}/plain`)).headers), { 'cache-control': undefined, 'content-disposition': undefined, 'content-encoding': undefined, 'content-language': undefined, expires: undefined });
+  // A copy keeps them (COPY); REPLACE takes the request's, including none.
+  await s3request(s3.port, { method: 'PUT', path: `${b}/copy`, headers: { 'x-amz-copy-source': `${b}/a` } });
+  t.deepEqual(pick((await head(`${b}/copy`)).headers), sent);
+  await s3request(s3.port, { method: 'PUT', path: `${b}/copy`, headers: { 'x-amz-copy-source': `${b}/copy`, 'x-amz-metadata-directive': 'REPLACE', 'cache-control': 'no-store' } });
+  const replaced = await head(`${b}/copy`);
+  t.is(replaced.headers['cache-control'], 'no-store');
+  t.is(replaced.headers['content-encoding'], undefined);
+  t.is((await get(`${b}/copy`)).text, 'zipped');
+  // aws-chunked is the request's framing: gzip is stored, aws-chunked is not.
+  const data = Buffer.from('framed body');
+  const crc = createChecksum('crc32c');
+  crc.update(data);
+  const framed = Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from(`\r\n0\r\nx-amz-checksum-crc32c:${crc.digest()}\r\n\r\n`)]);
+  const chunked = await s3request(s3.port, { method: 'PUT', path: `${b}/chunked`, body: framed, headers: { 'x-amz-content-sha256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', 'content-encoding': 'aws-chunked,gzip', 'x-amz-decoded-content-length': String(data.length), 'x-amz-trailer': 'x-amz-checksum-crc32c', 'content-length': String(framed.length) } });
+  t.is(chunked.status, 200, chunked.text);
+  const g = await get(`${b}/chunked`);
+  t.true(g.body.equals(data));
+  t.is(g.headers['content-encoding'], 'gzip');
+  // They count toward the 2 KB of metadata, with the user metadata.
+  const big = await put(`${b}/big`, 'x', { 'cache-control': 'c'.repeat(1500), 'x-amz-meta-note': 'n'.repeat(600) });
+  t.is(errorCode(big), 'MetadataTooLarge');
+  t.is((await head(`${b}/big`)).status, 404);
+});
+
 test('virtual-host-style addressing', async (t) => {
   await bucket('vhost');
   const host = `vhost.localhost:${s3.port}`;
@@ -469,7 +513,7 @@ test('multipart: parts are stored encrypted, Complete replaces the object atomic
   const part1 = Buffer.concat(Array.from({ length: Math.ceil((5 * 1024 * 1024) / marker.length) }, () => marker));
   const part2 = Buffer.concat([marker, Buffer.from(' the end')]);
   await put(`${b}/obj`, 'old version');
-  const create = await s3request(s3.port, { method: 'POST', path: `${b}/obj`, query: { uploads: '' }, headers: { 'x-amz-meta-kind': 'multi', 'content-type': 'text/x-multi' } });
+  const create = await s3request(s3.port, { method: 'POST', path: `${b}/obj`, query: { uploads: '' }, headers: { 'x-amz-meta-kind': 'multi', 'content-type': 'text/x-multi', 'content-disposition': 'inline' } });
   const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(create.text)![1]!;
   const e1 = (await s3request(s3.port, { method: 'PUT', path: `${b}/obj`, query: { partNumber: '1', uploadId }, body: part1 })).headers.etag!;
   const e2 = (await s3request(s3.port, { method: 'PUT', path: `${b}/obj`, query: { partNumber: '2', uploadId }, body: part2 })).headers.etag!;
@@ -491,6 +535,7 @@ test('multipart: parts are stored encrypted, Complete replaces the object atomic
   t.is(r.headers.etag, expected);
   t.is(r.headers['x-amz-meta-kind'], 'multi');
   t.is(r.headers['content-type'], 'text/x-multi');
+  t.is(r.headers['content-disposition'], 'inline', 'CreateMultipartUpload\'s stored headers reach the completed object');
   t.true(r.body.equals(Buffer.concat([part1, part2])));
   t.deepEqual(await filesContaining(s3.fx.dir, marker), [], 'nor the completed object');
   t.is(errorCode(await s3request(s3.port, { method: 'GET', path: `${b}/obj`, query: { uploadId } })), 'NoSuchUpload');

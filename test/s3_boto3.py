@@ -58,6 +58,16 @@ h = s3.head_object(Bucket=bucket, Key="dir/small.txt")
 assert h["ContentLength"] == len(small) and h["Metadata"] == {"colour": "blue"} and h["ContentType"] == "text/plain", h
 assert s3.get_object(Bucket=bucket, Key="dir/small.txt")["Body"].read() == small
 
+# The headers S3 stores besides Content-Type, as an SDK reads them back.
+import datetime
+expires = datetime.datetime(2037, 10, 21, 7, 28, tzinfo=datetime.timezone.utc)
+s3.put_object(Bucket=bucket, Key="dir/page.html.gz", Body=b"\x1f\x8b", ContentType="text/html", ContentEncoding="gzip",
+              CacheControl="max-age=60", ContentDisposition='inline; filename="page.html"', ContentLanguage="en", Expires=expires)
+for h in (s3.head_object(Bucket=bucket, Key="dir/page.html.gz"), s3.get_object(Bucket=bucket, Key="dir/page.html.gz")):
+    got = {k: h.get(k) for k in ("ContentType", "ContentEncoding", "CacheControl", "ContentDisposition", "ContentLanguage", "Expires")}
+    assert got == {"ContentType": "text/html", "ContentEncoding": "gzip", "CacheControl": "max-age=60",
+                   "ContentDisposition": 'inline; filename="page.html"', "ContentLanguage": "en", "Expires": expires}, got
+
 # Trailing checksums in aws-chunked bodies (STREAMING-UNSIGNED-PAYLOAD-TRAILER): botocore uses
 # them over HTTPS only, so make it believe the endpoint is HTTPS while it still speaks HTTP.
 real_urlparse = botocore.httpchecksum.urlparse

@@ -94,6 +94,11 @@ export interface ObjectMeta {
   /** Plaintext MD5 (or multipart ETag), without quotes; absent once the mount changed the content. */
   etag?: string;
   contentType?: string;
+  /**
+   * Other headers S3 stores with an object and answers GET and HEAD with: Cache-Control,
+   * Content-Disposition, Content-Encoding, Content-Language, Expires (as sent).
+   */
+  headers?: Record<string, string>;
   /** User metadata: S3 x-amz-meta-NAME and mount xattr user.NAME. Names are lowercase for S3. */
   user: Record<string, string>;
   /** Object tags, if any. */
@@ -123,6 +128,7 @@ export interface ObjectInfo {
 export interface PutOptions {
   encryption?: EncryptionSpec;
   contentType?: string;
+  headers?: Record<string, string>;
   user?: Record<string, string>;
   tags?: Record<string, string>;
   /** Overrides the computed MD5 ETag (multipart uploads). */
@@ -444,7 +450,7 @@ export class Engine {
     const tmp = this.store.tempPath('put');
     let ok = false;
     try {
-      const sealed = await this.writeSealed(tmp, bucket, key, spec, body, { contentType: opts.contentType, user: opts.user ?? {}, tags: opts.tags }, opts.etag);
+      const sealed = await this.writeSealed(tmp, bucket, key, spec, body, { contentType: opts.contentType, headers: opts.headers, user: opts.user ?? {}, tags: opts.tags }, opts.etag);
       // Exclusive: no open of the path may load the old file and register it after the swap.
       await this.namespace.write(async () => {
         await this.makeParents(bucket, parsed.segments.slice(0, -1));
@@ -723,7 +729,7 @@ export class Engine {
     const tmp = this.store.tempPath('upload');
     try {
       // User metadata, content type and tags wait in a sealed empty file under the upload's key.
-      const sealed = await this.writeSealed(tmp, bucket, Engine.partSealKey(key, uploadId, 0), spec, new Uint8Array(0), { contentType: opts.contentType, user: opts.user ?? {}, tags: opts.tags });
+      const sealed = await this.writeSealed(tmp, bucket, Engine.partSealKey(key, uploadId, 0), spec, new Uint8Array(0), { contentType: opts.contentType, headers: opts.headers, user: opts.user ?? {}, tags: opts.tags });
       await fsp.rename(tmp, path.join(dir, 'meta'));
       const info = this.describeRecord(sealed.record, sealed.fileId, spec.kind === 'customer' ? spec.customerKey : undefined);
       const record: UploadInfo = { uploadId, bucket, key, initiatedMs: Date.now(), kind: info.kind, keyName: info.keyName };
@@ -853,7 +859,7 @@ export class Engine {
         }
       }
     }
-    const result = await this.putObject(bucket, key, plaintext(), { encryption: spec, contentType: meta.contentType, user: meta.user, tags: meta.tags, etag: opts.etag });
+    const result = await this.putObject(bucket, key, plaintext(), { encryption: spec, contentType: meta.contentType, headers: meta.headers, user: meta.user, tags: meta.tags, etag: opts.etag });
     await fsp.rm(this.uploadDir(uploadId), { recursive: true, force: true });
     return result;
   }

@@ -42,6 +42,42 @@ export function userMetadata(headers: IncomingHttpHeaders): Record<string, strin
   return user;
 }
 
+/** Headers S3 stores with an object besides Content-Type, in the spelling GET and HEAD answer with. */
+const STORED_HEADERS = ['Cache-Control', 'Content-Disposition', 'Content-Encoding', 'Content-Language', 'Expires'];
+
+/**
+ * The stored headers of a PUT, a CreateMultipartUpload or a copy that replaces metadata.
+ * aws-chunked is the request's transfer framing, not the object's encoding: it is left out, as
+ * AWS leaves it out. They count toward the same 2 KB as user metadata (AWS is more lenient;
+ * the bound keeps the sealed metadata well inside one extended attribute).
+ */
+export function storedHeaders(headers: IncomingHttpHeaders, user: Record<string, string>): Record<string, string> | undefined {
+  const out: Record<string, string> = {};
+  let bytes = 0;
+  for (const [n, v] of Object.entries(user)) bytes += Buffer.byteLength(n, 'utf8') + Buffer.byteLength(v, 'utf8');
+  for (const name of STORED_HEADERS) {
+    const raw = headers[name.toLowerCase()];
+    if (raw === undefined) continue;
+    let v = Array.isArray(raw) ? raw.join(',') : raw;
+    if (name === 'Content-Encoding') v = v.split(',').map((e) => e.trim()).filter((e) => e !== '' && e.toLowerCase() !== 'aws-chunked').join(',');
+    if (v === '') continue;
+    bytes += name.length + Buffer.byteLength(v, 'utf8');
+    out[name] = v;
+  }
+  if (bytes > MAX_USER_METADATA_BYTES) throw s3err.metadataTooLarge();
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+/** Stored headers as response headers: only the names this version stores, with values HTTP can carry. */
+export function storedResponseHeaders(stored: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of STORED_HEADERS) {
+    const v = stored?.[name];
+    if (v !== undefined && HEADER_VALUE.test(v)) out[name] = v;
+  }
+  return out;
+}
+
 /** User metadata as response headers; names or values HTTP cannot carry are counted in x-amz-missing-meta, as AWS does. */
 export function metadataHeaders(user: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};

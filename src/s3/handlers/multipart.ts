@@ -4,7 +4,7 @@ import type { UploadInfo } from '../../engine/index.js';
 import { readSmallBody, requestBody, type VerifiedChecksum } from '../body.js';
 import { call, header, isoDate, longRunning, send, sendXml, type S3Context } from '../context.js';
 import { s3err } from '../errors.js';
-import { checkConditions, objectEtag, parseTaggingHeader, userMetadata } from '../objectmeta.js';
+import { checkConditions, objectEtag, parseTaggingHeader, storedHeaders, userMetadata } from '../objectmeta.js';
 import { customerKeyFrom, sseResponseHeaders, writeSpec } from '../sse.js';
 import { children, parseXml, text } from '../xml.js';
 import { headBucketOf, parseCopySource } from './objects.js';
@@ -37,7 +37,7 @@ export async function createMultipartUpload(ctx: S3Context): Promise<void> {
   const spec = await call(obj(ctx), () => writeSpec(ctx.req.headers, ctx.engine, ctx.bucket, ctx.config.sse));
   const user = userMetadata(ctx.req.headers);
   const tags = parseTaggingHeader(header(ctx, 'x-amz-tagging'));
-  const r = await call(obj(ctx), () => ctx.engine.createUpload(ctx.bucket, ctx.key, { encryption: spec, contentType: header(ctx, 'content-type'), user, tags }));
+  const r = await call(obj(ctx), () => ctx.engine.createUpload(ctx.bucket, ctx.key, { encryption: spec, contentType: header(ctx, 'content-type'), headers: storedHeaders(ctx.req.headers, user), user, tags }));
   sendXml(ctx, 200, 'InitiateMultipartUploadResult', { Bucket: ctx.bucket, Key: ctx.key, UploadId: r.uploadId }, sseResponseHeaders(r.encryption));
 }
 

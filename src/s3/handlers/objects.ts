@@ -5,7 +5,7 @@ import type { EncryptionSpec, ObjectInfo } from '../../engine/index.js';
 import { readSmallBody, requestBody, type VerifiedChecksum } from '../body.js';
 import { call, header, httpDate, isoDate, longRunning, send, sendXml, type S3Context } from '../context.js';
 import { S3Error, engineToS3, internalError, s3err } from '../errors.js';
-import { checkConditions, metadataHeaders, objectEtag, parseRange, parseTaggingHeader, userMetadata, validateTags } from '../objectmeta.js';
+import { checkConditions, metadataHeaders, objectEtag, parseRange, parseTaggingHeader, storedHeaders, storedResponseHeaders, userMetadata, validateTags } from '../objectmeta.js';
 import { customerKeyFrom, readKey, sseResponseHeaders, writeSpec } from '../sse.js';
 import { decodeComponent } from '../sigv4.js';
 import { children, child, parseXml, text } from '../xml.js';
@@ -41,10 +41,11 @@ export async function putObject(ctx: S3Context, bodyLimit: number): Promise<void
   await headBucketOf(ctx);
   const spec = await call(obj(ctx), () => writeSpec(ctx.req.headers, ctx.engine, ctx.bucket, ctx.config.sse));
   const user = userMetadata(ctx.req.headers);
+  const headers = storedHeaders(ctx.req.headers, user);
   const tags = parseTaggingHeader(header(ctx, 'x-amz-tagging'));
   const verified: VerifiedChecksum = {};
   const body = requestBody(ctx, bodyLimit, s3err.tooLarge, verified);
-  const result = await call(obj(ctx), () => ctx.engine.putObject(ctx.bucket, ctx.key, body, { encryption: spec, contentType: header(ctx, 'content-type'), user, tags }));
+  const result = await call(obj(ctx), () => ctx.engine.putObject(ctx.bucket, ctx.key, body, { encryption: spec, contentType: header(ctx, 'content-type'), headers, user, tags }));
   const etag = await writtenEtag(ctx, ctx.bucket, ctx.key, result.etag, spec);
   send(ctx, 200, { ETag: etag, ...sseResponseHeaders(result.encryption), ...checksumHeaders(verified) });
 }
@@ -56,6 +57,7 @@ function objectHeaders(info: ObjectInfo, etag: string): Record<string, string | 
     'Last-Modified': httpDate(info.mtimeMs),
     'Content-Type': info.meta.contentType || 'binary/octet-stream',
     'Accept-Ranges': 'bytes',
+    ...storedResponseHeaders(info.meta.headers),
     ...sseResponseHeaders(info.encryption),
     ...metadataHeaders(info.meta.user ?? {}),
   };
@@ -208,6 +210,7 @@ export async function copyObject(ctx: S3Context): Promise<void> {
   if (checkConditions(ctx.req.headers, srcEtag, info.mtimeMs, 'x-amz-copy-source-') !== 200) throw s3err.preconditionFailed('x-amz-copy-source-If-*');
   const contentType = metaDirective === 'REPLACE' ? header(ctx, 'content-type') : info.meta.contentType;
   const user = metaDirective === 'REPLACE' ? userMetadata(ctx.req.headers) : info.meta.user;
+  const headers = metaDirective === 'REPLACE' ? storedHeaders(ctx.req.headers, user) : info.meta.headers;
   const tags = tagDirective === 'REPLACE' ? parseTaggingHeader(header(ctx, 'x-amz-tagging')) : info.meta.tags;
   const self = src.bucket === ctx.bucket && src.key === ctx.key;
   const early = spec ? sseResponseHeaders(spec.kind === 'named' ? { kind: 'named', keyName: spec.keyName } : spec.kind === 'customer' ? { kind: 'customer' } : { kind: 'default' }) : {};
@@ -216,7 +219,7 @@ export async function copyObject(ctx: S3Context): Promise<void> {
     if (metaDirective !== 'REPLACE' && tagDirective !== 'REPLACE') {
       throw s3err.invalidRequest('This copy request is illegal because it is trying to copy an object to itself without changing the object\'s metadata, storage class, website redirect location or encryption attributes.');
     }
-    await call(obj(ctx), () => ctx.engine.updateMeta(ctx.bucket, ctx.key, (m) => ({ ...m, contentType, user: user ?? {}, tags }), sourceKey));
+    await call(obj(ctx), () => ctx.engine.updateMeta(ctx.bucket, ctx.key, (m) => ({ ...m, contentType, headers, user: user ?? {}, tags }), sourceKey));
     await metaChanged(ctx);
     const now = await call(obj(ctx), () => ctx.engine.headObject(ctx.bucket, ctx.key, { customerKey: sourceKey }));
     return sendXml(ctx, 200, 'CopyObjectResult', { LastModified: isoDate(now.mtimeMs), ETag: objectEtag(now) }, sseResponseHeaders(now.encryption));
@@ -224,7 +227,7 @@ export async function copyObject(ctx: S3Context): Promise<void> {
 
   await longRunning(ctx, early, async () => {
     const got = await call({ resource: 'object', key: src.key }, () => ctx.engine.getObject(src.bucket, src.key, { customerKey: sourceKey }));
-    const result = await call(obj(ctx), () => ctx.engine.putObject(ctx.bucket, ctx.key, got.body, { encryption: spec, contentType, user, tags })).finally(() => got.body.destroy());
+    const result = await call(obj(ctx), () => ctx.engine.putObject(ctx.bucket, ctx.key, got.body, { encryption: spec, contentType, headers, user, tags })).finally(() => got.body.destroy());
     const etag = await writtenEtag(ctx, ctx.bucket, ctx.key, result.etag, spec);
     return { root: 'CopyObjectResult', node: { LastModified: isoDate(Date.now()), ETag: etag }, headers: sseResponseHeaders(result.encryption) };
   });
