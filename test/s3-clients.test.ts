@@ -1,13 +1,17 @@
-// Real S3 clients (aws CLI, boto3, s3cmd, rclone) against a real mountd listener on 127.0.0.1, and the two doors together.
+// Real S3 clients (aws CLI, boto3, s3cmd, rclone, s3fs) against a real mountd listener on 127.0.0.1, and the two doors together.
 import { createHash, randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import test from 'ava';
 import { ROOT, removeDir, startDaemon, type Daemon } from './helpers/daemon.js';
 import { tempDir } from './helpers/engine.js';
+import { HAS_FUSE, fuseMountsUnder, reportMissingFuse, sh } from './helpers/mount.js';
 import { CREDS, awsEnv, rawExchange, run, type RunResult } from './helpers/s3.js';
 
 let daemon: Daemon;
+/** The tests that need a FUSE mount (ours, and s3fs's) run where /dev/fuse exists, and say so loudly where it does not. */
+const fuseTest = HAS_FUSE ? test : test.skip;
+reportMissingFuse(test, 's3-clients.test.ts', 'the two-doors test and the s3fs test');
 let endpoint: string;
 let work: string;
 
@@ -172,21 +176,10 @@ test('bad input against the daemon gets 4xx and it keeps serving', async (t) => 
   ok(t, await aws(['s3', 'ls']), 'ls after bad input');
 });
 
-test('the two doors: a file written at the mount is readable with aws s3 cp after close; a boto3 put shows in the mount at once', async (t) => {
-  let both: Daemon;
+fuseTest('the two doors: a file written at the mount is readable with aws s3 cp after close; a boto3 put shows in the mount at once', async (t) => {
+  const both = await startDaemon({ s3: true, mount: true });
   try {
-    both = await startDaemon({ s3: true, mount: true });
-  } catch (err) {
-    t.log(`no FUSE mount here: ${(err as Error).message.split('\n')[0]}`);
-    t.pass();
-    return;
-  }
-  try {
-    if (!/mounted at /.test(both.log())) {
-      t.log('mountd started without a mount (FUSE unavailable); skipping');
-      t.pass();
-      return;
-    }
+    t.regex(both.log(), /mounted at /);
     const ep = `http://127.0.0.1:${both.s3Port}`;
     const aws2 = (args: string[]) => run('aws', ['--endpoint-url', ep, ...args], { env: awsEnv(), timeoutMs: 60_000 });
     ok(t, await aws2(['s3', 'mb', 's3://doors']), 'mb');
@@ -210,5 +203,65 @@ test('the two doors: a file written at the mount is readable with aws s3 cp afte
     await both.stop();
     await removeDir(both.dataDir);
     await removeDir(both.mountPoint);
+  }
+});
+
+fuseTest('s3fs: a bucket mounted through the S3 listener; files, directories, chmod, rename, append, truncate and a multipart upload agree with our mount', async (t) => {
+  const both = await startDaemon({ s3: true, mount: true });
+  const s3m = await tempDir('mountd-s3fs-mnt');
+  const ours = path.join(both.mountPoint!, 's3fs-bucket');
+  try {
+    t.regex(both.log(), /mounted at /);
+    await fsp.mkdir(ours);
+    const pw = path.join(work, 's3fs.passwd');
+    await fsp.writeFile(pw, `${CREDS.accessKeyId}:${CREDS.secretAccessKey}\n`, { mode: 0o600 });
+    // No stat or list cache in s3fs: each look goes to the listener, so it sees our mount's changes at once.
+    ok(t, await run('s3fs', ['s3fs-bucket', s3m, '-o', `passwd_file=${pw},url=http://127.0.0.1:${both.s3Port},use_path_request_style,stat_cache_expire=0,multipart_size=5,dbglevel=warn,logfile=${path.join(work, 's3fs.log')}`], { timeoutMs: 30_000 }), 's3fs mount');
+    t.deepEqual(await fuseMountsUnder(s3m), [s3m]);
+
+    // Written through s3fs, read at our mount.
+    const small = Buffer.from('from s3fs\n');
+    const big = randomBytes(23 * 1024 * 1024 + 17); // over s3fs's multipart_size: a multipart upload
+    await fsp.writeFile(path.join(s3m, 'small.txt'), small);
+    await fsp.mkdir(path.join(s3m, 'dir'));
+    await fsp.writeFile(path.join(s3m, 'dir', 'big.bin'), big);
+    t.true((await fsp.readFile(path.join(ours, 'small.txt'))).equals(small));
+    t.is(md5(await fsp.readFile(path.join(ours, 'dir', 'big.bin'))), md5(big));
+    t.true((await fsp.stat(path.join(ours, 'dir'))).isDirectory());
+    const headBig = await run('aws', ['--endpoint-url', `http://127.0.0.1:${both.s3Port}`, 's3api', 'head-object', '--bucket', 's3fs-bucket', '--key', 'dir/big.bin'], { env: awsEnv(), timeoutMs: 60_000 });
+    t.regex(JSON.parse(ok(t, headBig, 'head-object')).ETag, /^"[0-9a-f]{32}-[2-9]"$/, 's3fs uploaded it in parts');
+
+    // chmod is a copy onto itself with new metadata; rename is a copy and a delete; append and
+    // truncate rewrite the object.
+    await fsp.chmod(path.join(s3m, 'small.txt'), 0o600);
+    t.is((await fsp.stat(path.join(s3m, 'small.txt'))).mode & 0o777, 0o600);
+    await fsp.rename(path.join(s3m, 'small.txt'), path.join(s3m, 'dir', 'moved.txt'));
+    await fsp.appendFile(path.join(s3m, 'dir', 'moved.txt'), 'and more\n');
+    t.is(await fsp.readFile(path.join(ours, 'dir', 'moved.txt'), 'utf8'), 'from s3fs\nand more\n');
+    t.false(await fsp.access(path.join(ours, 'small.txt')).then(() => true, () => false));
+    await fsp.truncate(path.join(s3m, 'dir', 'moved.txt'), 4);
+    t.is(await fsp.readFile(path.join(ours, 'dir', 'moved.txt'), 'utf8'), 'from');
+
+    // Written at our mount, seen through s3fs: files, a directory tree and an empty directory.
+    await fsp.mkdir(path.join(ours, 'tree', 'sub'), { recursive: true });
+    await fsp.writeFile(path.join(ours, 'tree', 'sub', 'f.txt'), 'from the mount');
+    await fsp.mkdir(path.join(ours, 'empty'));
+    t.is(await fsp.readFile(path.join(s3m, 'tree', 'sub', 'f.txt'), 'utf8'), 'from the mount');
+    t.deepEqual((await fsp.readdir(s3m)).sort(), ['dir', 'empty', 'tree']);
+    t.deepEqual((await fsp.readdir(path.join(s3m, 'dir'))).sort(), ['big.bin', 'moved.txt']);
+    t.is(md5(await fsp.readFile(path.join(s3m, 'dir', 'big.bin'))), md5(big));
+
+    // Removed through s3fs, gone at our mount.
+    await fsp.rm(path.join(s3m, 'tree'), { recursive: true });
+    await fsp.rmdir(path.join(s3m, 'empty'));
+    await fsp.rm(path.join(s3m, 'dir', 'big.bin'));
+    t.deepEqual((await fsp.readdir(ours)).sort(), ['dir']);
+    t.deepEqual(await fsp.readdir(path.join(ours, 'dir')), ['moved.txt']);
+  } finally {
+    if ((await fuseMountsUnder(s3m)).length > 0) await sh(`fusermount -u ${s3m} || fusermount -uz ${s3m}`).catch((err) => t.log(`s3fs unmount: ${(err as Error).message}`));
+    await both.stop();
+    await removeDir(both.dataDir);
+    await removeDir(both.mountPoint);
+    await fsp.rmdir(s3m).catch(() => undefined);
   }
 });
