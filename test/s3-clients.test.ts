@@ -129,7 +129,7 @@ test('boto3: put/get/list/head/delete, multipart, copies, trailing checksums, SS
   t.regex(r.stdout, /^OK$/m);
 });
 
-test('s3cmd: mb, put, ls, get', async (t) => {
+test('s3cmd: mb, put, ls, get, info, setacl (and aws s3 cp --acl public-read is refused)', async (t) => {
   const cfg = path.join(work, 's3cmd.cfg');
   const hostPort = endpoint.replace('http://', '');
   await fsp.writeFile(cfg, `[default]\naccess_key = ${CREDS.accessKeyId}\nsecret_key = ${CREDS.secretAccessKey}\nhost_base = ${hostPort}\nhost_bucket = ${hostPort}\nuse_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n`);
@@ -143,6 +143,15 @@ test('s3cmd: mb, put, ls, get', async (t) => {
   const out = path.join(work, 's3cmd.out');
   ok(t, await s3cmd('get', '--force', 's3://s3cmd-bucket/dir/file.bin', out), 'get');
   t.true((await fsp.readFile(out)).equals(data));
+  // ACLs: info reads the owner's FULL_CONTROL; making an object public is refused, not ignored.
+  t.regex(ok(t, await s3cmd('info', 's3://s3cmd-bucket/dir/file.bin'), 'info'), /ACL:\s+mountd: FULL_CONTROL/);
+  ok(t, await s3cmd('setacl', '--acl-private', 's3://s3cmd-bucket/dir/file.bin'), 'setacl private');
+  const pub = await s3cmd('setacl', '--acl-public', 's3://s3cmd-bucket/dir/file.bin');
+  t.not(pub.code, 0);
+  t.regex(pub.stderr, /AccessControlListNotSupported/);
+  const cpPublic = await aws(['s3', 'cp', '--acl', 'public-read', file, 's3://s3cmd-bucket/public.bin']);
+  t.not(cpPublic.code, 0);
+  t.regex(cpPublic.stderr, /AccessControlListNotSupported/);
 });
 
 test('rclone: copy a directory, then rclone check verifies every MD5', async (t) => {

@@ -363,6 +363,50 @@ test('stored headers: Cache-Control, Content-Disposition, Content-Encoding, Cont
   t.is((await head(`${b}/big`)).status, 404);
 });
 
+test('ACLs as AWS has them by default (bucket owner enforced): reads show the owner\'s FULL_CONTROL; owner-only ACLs are accepted; anything wider is AccessControlListNotSupported and nothing is written', async (t) => {
+  const b = await bucket('acls');
+  const refused = (r: Response) => {
+    t.is(r.status, 400, r.text);
+    t.is(errorCode(r), 'AccessControlListNotSupported');
+  };
+  t.is((await put(`${b}/private`, 'x', { 'x-amz-acl': 'private' })).status, 200);
+  t.is((await put(`${b}/owner`, 'x', { 'x-amz-acl': 'bucket-owner-full-control' })).status, 200);
+  refused(await put(`${b}/public`, 'x', { 'x-amz-acl': 'public-read' }));
+  refused(await put(`${b}/granted`, 'x', { 'x-amz-grant-read': 'uri="http://acs.amazonaws.com/groups/global/AllUsers"' }));
+  t.is((await head(`${b}/public`)).status, 404);
+  t.is((await head(`${b}/granted`)).status, 404);
+  refused(await s3request(s3.port, { method: 'PUT', path: `${b}/copied`, headers: { 'x-amz-copy-source': `${b}/private`, 'x-amz-acl': 'public-read-write' } }));
+  t.is((await head(`${b}/copied`)).status, 404);
+  refused(await s3request(s3.port, { method: 'POST', path: `${b}/mp`, query: { uploads: '' }, headers: { 'x-amz-acl': 'authenticated-read' } }));
+  refused(await s3request(s3.port, { method: 'PUT', path: '/acls-public', headers: { 'x-amz-acl': 'public-read' } }));
+  t.is((await s3request(s3.port, { method: 'HEAD', path: '/acls-public' })).status, 404);
+
+  for (const p of [b, `${b}/private`]) {
+    const r = await s3request(s3.port, { method: 'GET', path: p, query: { acl: '' } });
+    t.is(r.status, 200, r.text);
+    t.regex(r.text, /<AccessControlPolicy[^>]*><Owner><ID>mountd<\/ID>/);
+    t.regex(r.text, /<Grant><Grantee [^>]*xsi:type="CanonicalUser"><ID>mountd<\/ID><DisplayName>mountd<\/DisplayName><\/Grantee><Permission>FULL_CONTROL<\/Permission><\/Grant>/);
+    t.is((r.text.match(/<Grant>/g) ?? []).length, 1);
+  }
+  t.is(errorCode(await s3request(s3.port, { method: 'GET', path: `${b}/missing`, query: { acl: '' } })), 'NoSuchKey');
+  t.is(errorCode(await s3request(s3.port, { method: 'GET', path: '/no-such-acl-bucket', query: { acl: '' } })), 'NoSuchBucket');
+
+  const setAcl = (p: string, headers: Record<string, string>, body = '') => s3request(s3.port, { method: 'PUT', path: p, query: { acl: '' }, headers, body });
+  t.is((await setAcl(`${b}/private`, { 'x-amz-acl': 'private' })).status, 200);
+  t.is((await setAcl(b, { 'x-amz-acl': 'bucket-owner-full-control' })).status, 200);
+  refused(await setAcl(`${b}/private`, { 'x-amz-acl': 'public-read' }));
+  refused(await setAcl(b, { 'x-amz-grant-write': 'id=someone-else' }));
+  const doc = (grants: string) => `<AccessControlPolicy><Owner><ID>mountd</ID></Owner><AccessControlList>${grants}</AccessControlList></AccessControlPolicy>`;
+  const ownerGrant = '<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser"><ID>mountd</ID></Grantee><Permission>FULL_CONTROL</Permission></Grant>';
+  const allUsers = '<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="Group"><URI>http://acs.amazonaws.com/groups/global/AllUsers</URI></Grantee><Permission>READ</Permission></Grant>';
+  t.is((await setAcl(`${b}/private`, {}, doc(ownerGrant))).status, 200);
+  refused(await setAcl(`${b}/private`, {}, doc(ownerGrant + allUsers)));
+  refused(await setAcl(`${b}/private`, {}, doc('')));
+  t.is(errorCode(await setAcl(`${b}/private`, {}, '<AccessControlPolicy><unclosed>')), 'MalformedXML');
+  t.is(errorCode(await setAcl(`${b}/missing`, { 'x-amz-acl': 'private' })), 'NoSuchKey');
+  t.is((await get(`${b}/private`)).text, 'x', 'the object is untouched');
+});
+
 test('virtual-host-style addressing', async (t) => {
   await bucket('vhost');
   const host = `vhost.localhost:${s3.port}`;
@@ -577,7 +621,7 @@ test('buckets: create, list, head, location, delete (not while it holds objects)
   t.is((await s3request(s3.port, { method: 'DELETE', path: '/lifecycle/x' })).status, 204);
   t.is((await s3request(s3.port, { method: 'DELETE', path: '/lifecycle' })).status, 204);
   t.is(errorCode(await s3request(s3.port, { method: 'PUT', path: '/other-region', body: '<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>' })), 'IllegalLocationConstraintException');
-  t.is(errorCode(await s3request(s3.port, { method: 'GET', path: '/lifecycle', query: { acl: '' } })), 'NotImplemented');
+  t.is(errorCode(await s3request(s3.port, { method: 'GET', path: '/lifecycle', query: { policy: '' } })), 'NotImplemented');
 });
 
 test('an unreachable key server is a 503 at once, never a hang', async (t) => {

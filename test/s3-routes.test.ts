@@ -16,6 +16,8 @@ test('the route table is pinned: changing the S3 API is a deliberate act', (t) =
     'GET service - - 0 ListBuckets',
     'GET bucket location - 0 GetBucketLocation',
     'GET bucket versioning - 0 GetBucketVersioning',
+    'GET bucket acl - 0 GetBucketAcl',
+    'PUT bucket acl - 65536 PutBucketAcl',
     'GET bucket encryption - 0 GetBucketEncryption',
     'PUT bucket encryption - 65536 PutBucketEncryption',
     'DELETE bucket encryption - 0 DeleteBucketEncryption',
@@ -27,6 +29,8 @@ test('the route table is pinned: changing the S3 API is a deliberate act', (t) =
     'PUT bucket - - 65536 CreateBucket',
     'DELETE bucket - - 0 DeleteBucket',
     'GET object uploadId - 0 ListParts',
+    'GET object acl - 0 GetObjectAcl',
+    'PUT object acl - 65536 PutObjectAcl',
     'GET object tagging - 0 GetObjectTagging',
     'PUT object tagging - 65536 PutObjectTagging',
     'DELETE object tagging - 0 DeleteObjectTagging',
@@ -52,7 +56,8 @@ test('routing: sub-resources select operations; unknown ones are NotImplemented,
   t.is(matchRoute('PUT', 'object', q({}), true).name, 'CopyObject');
   t.is(matchRoute('PUT', 'object', q({ partNumber: '1', uploadId: 'u' }), true).name, 'UploadPartCopy');
   t.is(matchRoute('PUT', 'object', q({ partNumber: '1', uploadId: 'u' }), false).name, 'UploadPart');
-  const notImpl = t.throws(() => matchRoute('GET', 'object', q({ acl: '' }), false)) as S3Error;
+  t.is(matchRoute('GET', 'object', q({ acl: '' }), false).name, 'GetObjectAcl');
+  const notImpl = t.throws(() => matchRoute('GET', 'object', q({ torrent: '' }), false)) as S3Error;
   t.is(notImpl.code, 'NotImplemented');
   t.is((t.throws(() => matchRoute('GET', 'bucket', q({ policy: '' }), false)) as S3Error).status, 501);
   t.is((t.throws(() => matchRoute('PATCH', 'object', q({}), false)) as S3Error).code, 'MethodNotAllowed');

@@ -1,6 +1,7 @@
 // The S3 API as data: which method, target and sub-resource reach which handler, with its body limit. Pinned by test/s3-routes.test.ts.
 import type { S3Context } from './context.js';
 import { s3err } from './errors.js';
+import * as acl from './handlers/acl.js';
 import * as buckets from './handlers/buckets.js';
 import * as list from './handlers/list.js';
 import * as mp from './handlers/multipart.js';
@@ -32,6 +33,8 @@ export const ROUTES: readonly Route[] = [
 
   { name: 'GetBucketLocation', method: 'GET', target: 'bucket', query: ['location'], bodyLimit: 0, handler: buckets.getBucketLocation },
   { name: 'GetBucketVersioning', method: 'GET', target: 'bucket', query: ['versioning'], bodyLimit: 0, handler: buckets.getBucketVersioning },
+  { name: 'GetBucketAcl', method: 'GET', target: 'bucket', query: ['acl'], bodyLimit: 0, handler: acl.getBucketAcl },
+  { name: 'PutBucketAcl', method: 'PUT', target: 'bucket', query: ['acl'], bodyLimit: 64 * KiB, handler: acl.putBucketAcl },
   { name: 'GetBucketEncryption', method: 'GET', target: 'bucket', query: ['encryption'], bodyLimit: 0, handler: buckets.getBucketEncryption },
   { name: 'PutBucketEncryption', method: 'PUT', target: 'bucket', query: ['encryption'], bodyLimit: 64 * KiB, handler: buckets.putBucketEncryption },
   { name: 'DeleteBucketEncryption', method: 'DELETE', target: 'bucket', query: ['encryption'], bodyLimit: 0, handler: buckets.deleteBucketEncryption },
@@ -44,6 +47,8 @@ export const ROUTES: readonly Route[] = [
   { name: 'DeleteBucket', method: 'DELETE', target: 'bucket', query: [], bodyLimit: 0, handler: buckets.deleteBucket },
 
   { name: 'ListParts', method: 'GET', target: 'object', query: ['uploadId'], bodyLimit: 0, handler: mp.listParts },
+  { name: 'GetObjectAcl', method: 'GET', target: 'object', query: ['acl'], bodyLimit: 0, handler: acl.getObjectAcl },
+  { name: 'PutObjectAcl', method: 'PUT', target: 'object', query: ['acl'], bodyLimit: 64 * KiB, handler: acl.putObjectAcl },
   { name: 'GetObjectTagging', method: 'GET', target: 'object', query: ['tagging'], bodyLimit: 0, handler: objects.getObjectTagging },
   { name: 'PutObjectTagging', method: 'PUT', target: 'object', query: ['tagging'], bodyLimit: 64 * KiB, handler: objects.putObjectTagging },
   { name: 'DeleteObjectTagging', method: 'DELETE', target: 'object', query: ['tagging'], bodyLimit: 0, handler: objects.deleteObjectTagging },

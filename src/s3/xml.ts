@@ -31,7 +31,7 @@ function clean(v: XmlValue): XmlValue {
 }
 
 /** Elements that may repeat in request documents: always parsed as arrays. */
-const ARRAYS = new Set(['Object', 'Part', 'Tag', 'Rule']);
+const ARRAYS = new Set(['Object', 'Part', 'Tag', 'Rule', 'Grant']);
 
 const parser = new XMLParser({
   ignoreAttributes: true,

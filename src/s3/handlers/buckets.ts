@@ -5,6 +5,7 @@ import { call, isoDate, send, sendXml, type S3Context } from '../context.js';
 import { s3err } from '../errors.js';
 import { ensureKey, kmsKeyName } from '../sse.js';
 import { child, children, parseXml, text } from '../xml.js';
+import { refuseAclGrants } from './acl.js';
 
 const bucketCtx = { resource: 'bucket' as const };
 
@@ -17,6 +18,7 @@ export async function listBuckets(ctx: S3Context): Promise<void> {
 }
 
 export async function createBucket(ctx: S3Context, bodyLimit: number): Promise<void> {
+  refuseAclGrants(ctx.req.headers);
   const body = await readSmallBody(ctx, bodyLimit);
   if (body.length > 0) {
     const doc = parseXml(body, 'CreateBucketConfiguration');

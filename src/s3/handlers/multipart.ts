@@ -8,6 +8,7 @@ import { checkConditions, objectEtag, parseTaggingHeader, storedHeaders, userMet
 import { customerKeyFrom, sseResponseHeaders, writeSpec } from '../sse.js';
 import { children, parseXml, text } from '../xml.js';
 import { headBucketOf, parseCopySource } from './objects.js';
+import { refuseAclGrants } from './acl.js';
 
 /** AWS's minimum size of every part but the last. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -33,6 +34,7 @@ function uploadSse(u: UploadInfo, customerKey: Uint8Array | undefined): Record<s
 }
 
 export async function createMultipartUpload(ctx: S3Context): Promise<void> {
+  refuseAclGrants(ctx.req.headers);
   await headBucketOf(ctx);
   const spec = await call(obj(ctx), () => writeSpec(ctx.req.headers, ctx.engine, ctx.bucket, ctx.config.sse));
   const user = userMetadata(ctx.req.headers);

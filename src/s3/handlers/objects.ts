@@ -9,6 +9,7 @@ import { checkConditions, metadataHeaders, objectEtag, parseRange, parseTaggingH
 import { customerKeyFrom, readKey, sseResponseHeaders, writeSpec } from '../sse.js';
 import { decodeComponent } from '../sigv4.js';
 import { children, child, parseXml, text } from '../xml.js';
+import { refuseAclGrants } from './acl.js';
 
 /** AWS's limit for one PUT (and one part). */
 export const MAX_PUT_BYTES = 5 * 1024 ** 3;
@@ -38,6 +39,7 @@ function checksumHeaders(v: VerifiedChecksum): Record<string, string> {
 
 export async function putObject(ctx: S3Context, bodyLimit: number): Promise<void> {
   checkKeyLength(ctx.key);
+  refuseAclGrants(ctx.req.headers);
   await headBucketOf(ctx);
   const spec = await call(obj(ctx), () => writeSpec(ctx.req.headers, ctx.engine, ctx.bucket, ctx.config.sse));
   const user = userMetadata(ctx.req.headers);
@@ -200,6 +202,7 @@ export async function copyObject(ctx: S3Context): Promise<void> {
   const src = parseCopySource(header(ctx, 'x-amz-copy-source'));
   checkKeyLength(src.key);
   const sourceKey = customerKeyFrom(ctx.req.headers, ctx.config.sse, true);
+  refuseAclGrants(ctx.req.headers);
   await headBucketOf(ctx);
   await headBucketOf(ctx, src.bucket);
   const spec = await call(obj(ctx), () => writeSpec(ctx.req.headers, ctx.engine, ctx.bucket, ctx.config.sse));
