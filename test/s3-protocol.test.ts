@@ -407,6 +407,44 @@ test('ACLs as AWS has them by default (bucket owner enforced): reads show the ow
   t.is((await get(`${b}/private`)).text, 'x', 'the object is untouched');
 });
 
+test('bucket settings this server never has read as AWS answers for a bucket without them; setting one is NotImplemented', async (t) => {
+  const b = await bucket('settings');
+  const absent: Array<[string, string]> = [
+    ['policy', 'NoSuchBucketPolicy'],
+    ['cors', 'NoSuchCORSConfiguration'],
+    ['lifecycle', 'NoSuchLifecycleConfiguration'],
+    ['tagging', 'NoSuchTagSet'],
+    ['website', 'NoSuchWebsiteConfiguration'],
+    ['replication', 'ReplicationConfigurationNotFoundError'],
+    ['object-lock', 'ObjectLockConfigurationNotFoundError'],
+  ];
+  for (const [q, code] of absent) {
+    const r = await s3request(s3.port, { method: 'GET', path: b, query: { [q]: '' } });
+    t.is(r.status, 404, q);
+    t.is(errorCode(r), code, q);
+    t.is(errorCode(await s3request(s3.port, { method: 'GET', path: '/no-such-settings', query: { [q]: '' } })), 'NoSuchBucket', q);
+  }
+  const fixedAnswers: Array<[string, RegExp]> = [
+    ['logging', /<BucketLoggingStatus[^>]*(\/>|><\/BucketLoggingStatus>)/],
+    ['notification', /<NotificationConfiguration[^>]*(\/>|><\/NotificationConfiguration>)/],
+    ['requestPayment', /<Payer>BucketOwner<\/Payer>/],
+    ['accelerate', /<AccelerateConfiguration/],
+    ['ownershipControls', /<Rule><ObjectOwnership>BucketOwnerEnforced<\/ObjectOwnership><\/Rule>/],
+    ['publicAccessBlock', /<BlockPublicAcls>true<\/BlockPublicAcls><IgnorePublicAcls>true<\/IgnorePublicAcls><BlockPublicPolicy>true<\/BlockPublicPolicy><RestrictPublicBuckets>true<\/RestrictPublicBuckets>/],
+  ];
+  for (const [q, re] of fixedAnswers) {
+    const r = await s3request(s3.port, { method: 'GET', path: b, query: { [q]: '' } });
+    t.is(r.status, 200, `${q}: ${r.text}`);
+    t.regex(r.text, re, q);
+  }
+  for (const q of ['policy', 'cors', 'lifecycle', 'website']) {
+    const r = await s3request(s3.port, { method: 'PUT', path: b, query: { [q]: '' }, body: '<x/>' });
+    t.is(r.status, 501, q);
+    t.is(errorCode(r), 'NotImplemented', q);
+  }
+  t.is((await s3request(s3.port, { method: 'GET', path: b, query: { policy: '' } })).status, 404, 'a refused PUT changed nothing');
+});
+
 test('virtual-host-style addressing', async (t) => {
   await bucket('vhost');
   const host = `vhost.localhost:${s3.port}`;
@@ -621,7 +659,7 @@ test('buckets: create, list, head, location, delete (not while it holds objects)
   t.is((await s3request(s3.port, { method: 'DELETE', path: '/lifecycle/x' })).status, 204);
   t.is((await s3request(s3.port, { method: 'DELETE', path: '/lifecycle' })).status, 204);
   t.is(errorCode(await s3request(s3.port, { method: 'PUT', path: '/other-region', body: '<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>' })), 'IllegalLocationConstraintException');
-  t.is(errorCode(await s3request(s3.port, { method: 'GET', path: '/lifecycle', query: { policy: '' } })), 'NotImplemented');
+  t.is(errorCode(await s3request(s3.port, { method: 'GET', path: '/lifecycle', query: { inventory: '' } })), 'NotImplemented');
 });
 
 test('an unreachable key server is a 503 at once, never a hang', async (t) => {

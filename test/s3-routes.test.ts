@@ -21,6 +21,19 @@ test('the route table is pinned: changing the S3 API is a deliberate act', (t) =
     'GET bucket encryption - 0 GetBucketEncryption',
     'PUT bucket encryption - 65536 PutBucketEncryption',
     'DELETE bucket encryption - 0 DeleteBucketEncryption',
+    'GET bucket policy - 0 GetBucketPolicy',
+    'GET bucket cors - 0 GetBucketCors',
+    'GET bucket lifecycle - 0 GetBucketLifecycleConfiguration',
+    'GET bucket tagging - 0 GetBucketTagging',
+    'GET bucket website - 0 GetBucketWebsite',
+    'GET bucket replication - 0 GetBucketReplication',
+    'GET bucket object-lock - 0 GetObjectLockConfiguration',
+    'GET bucket logging - 0 GetBucketLogging',
+    'GET bucket notification - 0 GetBucketNotificationConfiguration',
+    'GET bucket requestPayment - 0 GetBucketRequestPayment',
+    'GET bucket accelerate - 0 GetBucketAccelerateConfiguration',
+    'GET bucket ownershipControls - 0 GetBucketOwnershipControls',
+    'GET bucket publicAccessBlock - 0 GetPublicAccessBlock',
     'GET bucket uploads - 0 ListMultipartUploads',
     'POST bucket delete - 4194304 DeleteObjects',
     'GET bucket list-type=2 - 0 ListObjectsV2',
@@ -59,7 +72,8 @@ test('routing: sub-resources select operations; unknown ones are NotImplemented,
   t.is(matchRoute('GET', 'object', q({ acl: '' }), false).name, 'GetObjectAcl');
   const notImpl = t.throws(() => matchRoute('GET', 'object', q({ torrent: '' }), false)) as S3Error;
   t.is(notImpl.code, 'NotImplemented');
-  t.is((t.throws(() => matchRoute('GET', 'bucket', q({ policy: '' }), false)) as S3Error).status, 501);
+  t.is((t.throws(() => matchRoute('PUT', 'bucket', q({ policy: '' }), false)) as S3Error).status, 501);
+  t.is((t.throws(() => matchRoute('GET', 'bucket', q({ inventory: '' }), false)) as S3Error).status, 501);
   t.is((t.throws(() => matchRoute('PATCH', 'object', q({}), false)) as S3Error).code, 'MethodNotAllowed');
 });
 

@@ -38,6 +38,19 @@ export const ROUTES: readonly Route[] = [
   { name: 'GetBucketEncryption', method: 'GET', target: 'bucket', query: ['encryption'], bodyLimit: 0, handler: buckets.getBucketEncryption },
   { name: 'PutBucketEncryption', method: 'PUT', target: 'bucket', query: ['encryption'], bodyLimit: 64 * KiB, handler: buckets.putBucketEncryption },
   { name: 'DeleteBucketEncryption', method: 'DELETE', target: 'bucket', query: ['encryption'], bodyLimit: 0, handler: buckets.deleteBucketEncryption },
+  { name: 'GetBucketPolicy', method: 'GET', target: 'bucket', query: ['policy'], bodyLimit: 0, handler: buckets.getBucketPolicy },
+  { name: 'GetBucketCors', method: 'GET', target: 'bucket', query: ['cors'], bodyLimit: 0, handler: buckets.getBucketCors },
+  { name: 'GetBucketLifecycleConfiguration', method: 'GET', target: 'bucket', query: ['lifecycle'], bodyLimit: 0, handler: buckets.getBucketLifecycle },
+  { name: 'GetBucketTagging', method: 'GET', target: 'bucket', query: ['tagging'], bodyLimit: 0, handler: buckets.getBucketTagging },
+  { name: 'GetBucketWebsite', method: 'GET', target: 'bucket', query: ['website'], bodyLimit: 0, handler: buckets.getBucketWebsite },
+  { name: 'GetBucketReplication', method: 'GET', target: 'bucket', query: ['replication'], bodyLimit: 0, handler: buckets.getBucketReplication },
+  { name: 'GetObjectLockConfiguration', method: 'GET', target: 'bucket', query: ['object-lock'], bodyLimit: 0, handler: buckets.getObjectLockConfiguration },
+  { name: 'GetBucketLogging', method: 'GET', target: 'bucket', query: ['logging'], bodyLimit: 0, handler: buckets.getBucketLogging },
+  { name: 'GetBucketNotificationConfiguration', method: 'GET', target: 'bucket', query: ['notification'], bodyLimit: 0, handler: buckets.getBucketNotification },
+  { name: 'GetBucketRequestPayment', method: 'GET', target: 'bucket', query: ['requestPayment'], bodyLimit: 0, handler: buckets.getBucketRequestPayment },
+  { name: 'GetBucketAccelerateConfiguration', method: 'GET', target: 'bucket', query: ['accelerate'], bodyLimit: 0, handler: buckets.getBucketAccelerate },
+  { name: 'GetBucketOwnershipControls', method: 'GET', target: 'bucket', query: ['ownershipControls'], bodyLimit: 0, handler: buckets.getBucketOwnershipControls },
+  { name: 'GetPublicAccessBlock', method: 'GET', target: 'bucket', query: ['publicAccessBlock'], bodyLimit: 0, handler: buckets.getPublicAccessBlock },
   { name: 'ListMultipartUploads', method: 'GET', target: 'bucket', query: ['uploads'], bodyLimit: 0, handler: mp.listMultipartUploads },
   { name: 'DeleteObjects', method: 'POST', target: 'bucket', query: ['delete'], bodyLimit: 4 * MiB, handler: objects.deleteObjects },
   { name: 'ListObjectsV2', method: 'GET', target: 'bucket', query: ['list-type=2'], bodyLimit: 0, handler: list.listObjectsV2 },
@@ -88,6 +101,8 @@ export function matchRoute(method: string, target: Target, query: ReadonlyMap<st
     (r.copySource === undefined || r.copySource === hasCopySource);
   const route = ROUTES.find((r) => r.method === method && fits(r));
   if (route) return route;
-  if (ROUTES.some(fits)) throw s3err.methodNotAllowed();
+  // PUT ?policy names an S3 operation this server lacks (NotImplemented), even though GET ?policy
+  // has a route; a method no operation has on a plain resource is MethodNotAllowed.
+  if (subs.length === 0 && ROUTES.some(fits)) throw s3err.methodNotAllowed();
   throw s3err.notImplemented();
 }

@@ -1,10 +1,10 @@
-// Bucket operations: list, create, head, delete, location, versioning (always off) and default encryption.
+// Bucket operations: list, create, head, delete, location, versioning (always off), default encryption, and the settings this server never has.
 import type { BucketEncryption } from '../../engine/index.js';
 import { readSmallBody } from '../body.js';
 import { call, isoDate, send, sendXml, type S3Context } from '../context.js';
-import { s3err } from '../errors.js';
+import { S3Error, s3err } from '../errors.js';
 import { ensureKey, kmsKeyName } from '../sse.js';
-import { child, children, parseXml, text } from '../xml.js';
+import { child, children, parseXml, text, type XmlNode } from '../xml.js';
 import { refuseAclGrants } from './acl.js';
 
 const bucketCtx = { resource: 'bucket' as const };
@@ -102,3 +102,39 @@ export async function deleteBucketEncryption(ctx: S3Context): Promise<void> {
   await ctx.engine.announce([{ bucket: ctx.bucket, key: '', gone: false, meta: true }]);
   send(ctx, 204);
 }
+
+/**
+ * Reads of bucket settings this server never has (policies, CORS, lifecycle, website, ...): the
+ * answer AWS gives for a bucket without one, so that tools which read every setting of a bucket
+ * (s3cmd info, Terraform, desktop clients) work. Setting one stays NotImplemented.
+ */
+function absent(code: string, message: string) {
+  return async (ctx: S3Context): Promise<void> => {
+    await call(bucketCtx, () => ctx.engine.headBucket(ctx.bucket));
+    throw new S3Error(code, 404, message);
+  };
+}
+
+/** Reads of bucket settings whose value here is fixed. */
+function fixed(root: string, node: XmlNode) {
+  return async (ctx: S3Context): Promise<void> => {
+    await call(bucketCtx, () => ctx.engine.headBucket(ctx.bucket));
+    sendXml(ctx, 200, root, node);
+  };
+}
+
+export const getBucketPolicy = absent('NoSuchBucketPolicy', 'The bucket policy does not exist');
+export const getBucketCors = absent('NoSuchCORSConfiguration', 'The CORS configuration does not exist');
+export const getBucketLifecycle = absent('NoSuchLifecycleConfiguration', 'The lifecycle configuration does not exist');
+export const getBucketTagging = absent('NoSuchTagSet', 'The TagSet does not exist');
+export const getBucketWebsite = absent('NoSuchWebsiteConfiguration', 'The specified bucket does not have a website configuration');
+export const getBucketReplication = absent('ReplicationConfigurationNotFoundError', 'The replication configuration was not found');
+export const getObjectLockConfiguration = absent('ObjectLockConfigurationNotFoundError', 'Object Lock configuration does not exist for this bucket');
+export const getBucketLogging = fixed('BucketLoggingStatus', {});
+export const getBucketNotification = fixed('NotificationConfiguration', {});
+export const getBucketRequestPayment = fixed('RequestPaymentConfiguration', { Payer: 'BucketOwner' });
+export const getBucketAccelerate = fixed('AccelerateConfiguration', {});
+/** ACLs are the owner's alone (see acl.ts), as with AWS's BucketOwnerEnforced. */
+export const getBucketOwnershipControls = fixed('OwnershipControls', { Rule: { ObjectOwnership: 'BucketOwnerEnforced' } });
+/** Nothing can be made public here, which is what four blocks say. */
+export const getPublicAccessBlock = fixed('PublicAccessBlockConfiguration', { BlockPublicAcls: true, IgnorePublicAcls: true, BlockPublicPolicy: true, RestrictPublicBuckets: true });
