@@ -445,6 +445,51 @@ test('bucket settings this server never has read as AWS answers for a bucket wit
   t.is((await s3request(s3.port, { method: 'GET', path: b, query: { policy: '' } })).status, 404, 'a refused PUT changed nothing');
 });
 
+test('versions with versioning off: each object is its one version "null"; another version id is refused and never reads or deletes the object', async (t) => {
+  const b = await bucket('versions');
+  for (const k of ['a', 'd/x', 'd/y', 'z']) await put(`${b}/${k}`, `body of ${k}`);
+  const list = (query: Record<string, string>) => s3request(s3.port, { method: 'GET', path: b, query: { versions: '', ...query } });
+  const all = await list({});
+  t.is(all.status, 200, all.text);
+  t.deepEqual([...all.text.matchAll(/<Version><Key>([^<]+)<\/Key><VersionId>null<\/VersionId><IsLatest>true<\/IsLatest>/g)].map((m) => m[1]), ['a', 'd/x', 'd/y', 'z']);
+  t.regex(all.text, /<IsTruncated>false<\/IsTruncated>/);
+  t.notRegex(all.text, /DeleteMarker/);
+  t.regex(all.text, new RegExp(`<Key>a</Key><VersionId>null</VersionId><IsLatest>true</IsLatest><LastModified>[^<]+</LastModified><ETag>&quot;${createHash('md5').update('body of a').digest('hex')}&quot;</ETag><Size>9</Size>`));
+  // Pages: max-keys, then key-marker with version-id-marker null.
+  const p1 = await list({ 'max-keys': '2' });
+  t.regex(p1.text, /<IsTruncated>true<\/IsTruncated>/);
+  t.regex(p1.text, /<NextKeyMarker>d\/x<\/NextKeyMarker><NextVersionIdMarker>null<\/NextVersionIdMarker>/);
+  const p2 = await list({ 'key-marker': 'd/x', 'version-id-marker': 'null' });
+  t.deepEqual([...p2.text.matchAll(/<Version><Key>([^<]+)<\/Key>/g)].map((m) => m[1]), ['d/y', 'z']);
+  const delim = await list({ delimiter: '/' });
+  t.deepEqual([...delim.text.matchAll(/<Version><Key>([^<]+)<\/Key>/g)].map((m) => m[1]), ['a', 'z']);
+  t.regex(delim.text, /<CommonPrefixes><Prefix>d\/<\/Prefix><\/CommonPrefixes>/);
+  t.is(errorCode(await list({ 'version-id-marker': 'null' })), 'InvalidArgument', 'a version marker needs a key marker');
+  t.is(errorCode(await list({ 'key-marker': 'a', 'version-id-marker': '3HL4kqtJlcpXroDTDmJ' })), 'InvalidArgument');
+
+  // versionId=null is the object; another id is 400 and touches nothing.
+  t.is((await get(`${b}/a`, {}, { versionId: 'null' })).text, 'body of a');
+  const other = await get(`${b}/a`, {}, { versionId: '3HL4kqtJlcpXroDTDmJ' });
+  t.is(other.status, 400);
+  t.is(errorCode(other), 'InvalidArgument');
+  t.is((await s3request(s3.port, { method: 'DELETE', path: `${b}/a`, query: { versionId: '3HL4kqtJlcpXroDTDmJ' } })).status, 400);
+  t.is((await head(`${b}/a`)).status, 200, 'a DELETE of another version left the object');
+  const del = await s3request(s3.port, {
+    method: 'POST',
+    path: b,
+    query: { delete: '' },
+    body: '<Delete><Object><Key>a</Key><VersionId>3HL4kqtJlcpXroDTDmJ</VersionId></Object><Object><Key>z</Key><VersionId>null</VersionId></Object><Object><Key>d/x</Key></Object></Delete>',
+  });
+  t.is(del.status, 200, del.text);
+  t.regex(del.text, /<Error><Key>a<\/Key><VersionId>3HL4kqtJlcpXroDTDmJ<\/VersionId><Code>NoSuchVersion<\/Code>/);
+  t.regex(del.text, /<Deleted><Key>z<\/Key><VersionId>null<\/VersionId><\/Deleted>/);
+  t.regex(del.text, /<Deleted><Key>d\/x<\/Key><\/Deleted>/);
+  t.is((await head(`${b}/a`)).status, 200);
+  t.is((await head(`${b}/z`)).status, 404);
+  t.is((await s3request(s3.port, { method: 'DELETE', path: `${b}/a`, query: { versionId: 'null' } })).status, 204);
+  t.is((await head(`${b}/a`)).status, 404);
+});
+
 test('virtual-host-style addressing', async (t) => {
   await bucket('vhost');
   const host = `vhost.localhost:${s3.port}`;

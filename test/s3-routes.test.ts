@@ -36,6 +36,7 @@ test('the route table is pinned: changing the S3 API is a deliberate act', (t) =
     'GET bucket publicAccessBlock - 0 GetPublicAccessBlock',
     'GET bucket uploads - 0 ListMultipartUploads',
     'POST bucket delete - 4194304 DeleteObjects',
+    'GET bucket versions - 0 ListObjectVersions',
     'GET bucket list-type=2 - 0 ListObjectsV2',
     'GET bucket - - 0 ListObjects',
     'HEAD bucket - - 0 HeadBucket',

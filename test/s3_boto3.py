@@ -169,4 +169,17 @@ assert len(r["Deleted"]) == 6 and "Errors" not in r, r
 s3.delete_object(Bucket=bucket, Key="dir/small.txt")
 assert error_code(lambda: s3.head_object(Bucket=bucket, Key="dir/small.txt"))[1] == 404
 assert error_code(lambda: s3.get_object(Bucket=bucket, Key="dir/small.txt")) == ("NoSuchKey", 404)
+
+# Emptying a bucket the way boto3's documentation does it, through its versions (each object is
+# its one version "null"); then the bucket can go. ACLs read as the owner's full control.
+assert s3.get_bucket_acl(Bucket=bucket)["Grants"][0]["Permission"] == "FULL_CONTROL"
+assert error_code(lambda: s3.get_bucket_policy(Bucket=bucket)) == ("NoSuchBucketPolicy", 404)
+resource = boto3.resource("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="mountdadmin",
+                          aws_secret_access_key="mountdadmin", config=Config(s3={"addressing_style": "path"}))
+versions = [(v.object_key, v.id) for v in resource.Bucket(bucket).object_versions.all()]
+assert versions and all(vid == "null" for _, vid in versions), versions
+resource.Bucket(bucket).object_versions.delete()
+assert list(resource.Bucket(bucket).objects.all()) == []
+s3.delete_bucket(Bucket=bucket)
+assert error_code(lambda: s3.head_bucket(Bucket=bucket))[1] == 404
 print("OK")

@@ -38,6 +38,7 @@ export const s3err = {
   invalidRequest: (msg: string) => new S3Error('InvalidRequest', 400, msg),
   invalidRange: (size: number) => new S3Error('InvalidRange', 416, 'The requested range is not satisfiable', { ActualObjectSize: String(size) }),
   preconditionFailed: (condition: string) => new S3Error('PreconditionFailed', 412, 'At least one of the pre-conditions you specified did not hold', { Condition: condition }),
+  noSuchVersion: () => new S3Error('NoSuchVersion', 404, 'The specified version does not exist.'),
   aclNotSupported: () => new S3Error('AccessControlListNotSupported', 400, 'The bucket does not allow ACLs'),
   notImplemented: (what = 'A header you provided implies functionality that is not implemented') => new S3Error('NotImplemented', 501, what),
   methodNotAllowed: () => new S3Error('MethodNotAllowed', 405, 'The specified method is not allowed against this resource.'),

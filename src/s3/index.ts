@@ -4,7 +4,7 @@ import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Engine, Logger } from '../engine/index.js';
 import type { S3Context, ServerConfig } from './context.js';
-import { S3Error, engineToS3, internalError } from './errors.js';
+import { S3Error, engineToS3, internalError, s3err } from './errors.js';
 import { matchRoute, type Target } from './routes.js';
 import { SigV4Verifier, decodeComponent, parseQuery } from './sigv4.js';
 import { buildXml } from './xml.js';
@@ -125,6 +125,10 @@ export async function startS3Server(engine: Engine, opts: S3Options): Promise<S3
       for (const [n, v] of pairs) if (!query.has(n)) query.set(n, v);
       const target: Target = bucket === '' ? 'service' : key === '' ? 'bucket' : 'object';
       const route = matchRoute(req.method ?? '', target, query, req.headers['x-amz-copy-source'] !== undefined);
+      // Versioning is off: an object's one version is "null"; any other id names nothing, and
+      // must not read, overwrite the tags of, or delete the current object.
+      const versionId = query.get('versionId');
+      if (target === 'object' && versionId !== undefined && versionId !== 'null') throw s3err.invalidArgument('Invalid version id specified', 'versionId', versionId);
       ctx = { req, res, id, auth, engine, config, bucket, key, query, bodyDone: false, sendContinue: partial.sendContinue };
       await route.handler(ctx, route.bodyLimit);
     } catch (err) {

@@ -53,6 +53,7 @@ export const ROUTES: readonly Route[] = [
   { name: 'GetPublicAccessBlock', method: 'GET', target: 'bucket', query: ['publicAccessBlock'], bodyLimit: 0, handler: buckets.getPublicAccessBlock },
   { name: 'ListMultipartUploads', method: 'GET', target: 'bucket', query: ['uploads'], bodyLimit: 0, handler: mp.listMultipartUploads },
   { name: 'DeleteObjects', method: 'POST', target: 'bucket', query: ['delete'], bodyLimit: 4 * MiB, handler: objects.deleteObjects },
+  { name: 'ListObjectVersions', method: 'GET', target: 'bucket', query: ['versions'], bodyLimit: 0, handler: list.listObjectVersions },
   { name: 'ListObjectsV2', method: 'GET', target: 'bucket', query: ['list-type=2'], bodyLimit: 0, handler: list.listObjectsV2 },
   { name: 'ListObjects', method: 'GET', target: 'bucket', query: [], bodyLimit: 0, handler: list.listObjectsV1 },
   { name: 'HeadBucket', method: 'HEAD', target: 'bucket', query: [], bodyLimit: 0, handler: buckets.headBucket },

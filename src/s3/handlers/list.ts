@@ -1,4 +1,4 @@
-// ListObjects (v1) and ListObjectsV2 over engine.list, with ETags from each object's sealed metadata.
+// ListObjects (v1), ListObjectsV2 and ListObjectVersions over engine.list, with ETags from each object's sealed metadata.
 import type { ListEntry } from '../../engine/index.js';
 import { call, isoDate, sendXml, type S3Context } from '../context.js';
 import { s3err } from '../errors.js';
@@ -108,6 +108,42 @@ export async function listObjectsV2(ctx: S3Context): Promise<void> {
     NextContinuationToken: r.isTruncated && r.nextStartAfter !== undefined ? Buffer.from(`1:${r.nextStartAfter}`, 'utf8').toString('base64url') : undefined,
     StartAfter: startAfter !== undefined ? enc(startAfter) : undefined,
     Contents: objects,
+    CommonPrefixes: r.commonPrefixes.map((p) => ({ Prefix: enc(p) })),
+  });
+}
+
+/**
+ * ListObjectVersions with versioning off, as AWS answers for a bucket that never had it: each
+ * object is its one version, "null", the latest; there are no delete markers.
+ */
+export async function listObjectVersions(ctx: S3Context): Promise<void> {
+  const enc = encoder(ctx);
+  const prefix = ctx.query.get('prefix') ?? '';
+  const delimiter = ctx.query.get('delimiter') ?? '';
+  const keyMarker = ctx.query.get('key-marker') ?? '';
+  const versionMarker = ctx.query.get('version-id-marker');
+  if (versionMarker !== undefined && versionMarker !== '' && versionMarker !== 'null') {
+    throw s3err.invalidArgument('Invalid version id specified', 'version-id-marker', versionMarker);
+  }
+  if (versionMarker !== undefined && versionMarker !== '' && keyMarker === '') {
+    throw s3err.invalidArgument('A version-id marker cannot be specified without a key marker.', 'version-id-marker', versionMarker);
+  }
+  const max = maxKeys(ctx);
+  const r = await call({ resource: 'bucket' }, () => ctx.engine.list(ctx.bucket, { prefix, delimiter, startAfter: keyMarker, maxKeys: max }));
+  const objects = await contents(ctx, r.objects, enc, true);
+  const next = r.isTruncated && r.nextStartAfter !== undefined ? r.nextStartAfter : undefined;
+  sendXml(ctx, 200, 'ListVersionsResult', {
+    Name: ctx.bucket,
+    Prefix: enc(prefix),
+    KeyMarker: enc(keyMarker),
+    VersionIdMarker: versionMarker ?? '',
+    NextKeyMarker: next !== undefined ? enc(next) : undefined,
+    NextVersionIdMarker: next !== undefined ? 'null' : undefined,
+    MaxKeys: max,
+    Delimiter: delimiter ? enc(delimiter) : undefined,
+    IsTruncated: r.isTruncated,
+    EncodingType: ctx.query.get('encoding-type'),
+    Version: objects.map(({ Key, LastModified, ETag, Size, Owner, StorageClass }) => ({ Key, VersionId: 'null', IsLatest: true, LastModified, ETag, Size, Owner, StorageClass })),
     CommonPrefixes: r.commonPrefixes.map((p) => ({ Prefix: enc(p) })),
   });
 }

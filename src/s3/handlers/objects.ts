@@ -147,20 +147,23 @@ export async function deleteObjects(ctx: S3Context, bodyLimit: number): Promise<
   const keys = objects.map((o) => {
     const k = text(o, 'Key');
     if (k === undefined) throw s3err.malformedXml();
-    return k;
+    return { key: k, versionId: text(o, 'VersionId') };
   });
-  const deleted: Array<{ Key: string }> = [];
-  const errors: Array<{ Key: string; Code: string; Message: string }> = [];
-  for (const key of keys) {
+  const deleted: Array<{ Key: string; VersionId?: string }> = [];
+  const errors: Array<{ Key: string; VersionId?: string; Code: string; Message: string }> = [];
+  for (const { key, versionId } of keys) {
     try {
       if (Buffer.byteLength(key, 'utf8') > 1024) throw s3err.keyTooLong();
+      // Versioning is off: every object's one version is "null". Another id names nothing, and
+      // must never delete the object.
+      if (versionId !== undefined && versionId !== 'null') throw s3err.noSuchVersion();
       await ctx.engine.deleteObject(ctx.bucket, key);
-      if (!quiet) deleted.push({ Key: key });
+      if (!quiet) deleted.push({ Key: key, VersionId: versionId });
     } catch (err) {
       const s3 = engineToS3(err, { resource: 'object', key });
       if (!s3) ctx.config.log.error(`request ${ctx.id}: delete ${ctx.bucket}/${key}: ${(err as Error).stack ?? String(err)}`);
       const e = s3 ?? internalError();
-      errors.push({ Key: key, Code: e.code, Message: e.message });
+      errors.push({ Key: key, VersionId: versionId, Code: e.code, Message: e.message });
     }
   }
   sendXml(ctx, 200, 'DeleteResult', { Deleted: deleted, Error: errors });
