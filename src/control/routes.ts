@@ -178,6 +178,14 @@ export const ROUTES: readonly Route[] = [
     },
   },
   {
+    command: 'verify',
+    summary: 'authenticate every file (or a bucket, or a prefix) as a read would, changing nothing',
+    args: { bucket: str(false), prefix: str(false) },
+    timeoutMs: 24 * 3600_000,
+    handler: async (ctx, args, io) =>
+      ctx.engine.verify({ bucket: args.bucket as string | undefined, prefix: args.prefix as string | undefined, signal: io.signal, onProgress: (p) => io.progress(p) }),
+  },
+  {
     command: 'stat',
     summary: "a file's encryption: algorithm, key name, format version, whether the key is usable",
     args: { bucket: str(), key: str() },

@@ -32,6 +32,7 @@ import { RenameJournal, type RenameIntent } from './journal.js';
 import { listObjects, type ListOptions, type ListResult } from './list.js';
 import { RwLock } from './mutex.js';
 import { formatRotateProgress, type RotateOptions, type RotateProgress } from './rotate.js';
+import { verifyStore, type VerifyOptions, type VerifyProgress } from './verify.js';
 import { ObjectKeys, customerKeyMd5, type EncryptionSpec } from './ObjectKeys.js';
 import { FdFile, Writeback } from './FdFile.js';
 import { Md5 } from './Md5.js';
@@ -40,6 +41,7 @@ import { OpenFile, batchPool, packagePool, sealPackageInto, writeAll, writeFully
 export type { EncryptionSpec } from './ObjectKeys.js';
 export type { ListOptions, ListResult, ListEntry } from './list.js';
 export { formatRotateProgress, type RotateOptions, type RotateProgress } from './rotate.js';
+export { formatVerifyProgress, type VerifyOptions, type VerifyProgress } from './verify.js';
 
 export interface Logger {
   info(msg: string): void;
@@ -1441,6 +1443,29 @@ export class Engine {
     await this.rotateUploads(opts, p);
     report(true);
     this.log.info(formatRotateProgress({ ...p, done: true }));
+    return p;
+  }
+
+  /**
+   * Authenticates every file (header, key record, metadata, every package), as reads would,
+   * changing nothing: `mountctl verify`. Damage is reported per file, not thrown.
+   */
+  async verify(opts: VerifyOptions = {}): Promise<VerifyProgress> {
+    this.checkOpen();
+    const p = await verifyStore(
+      {
+        listBuckets: () => this.listBuckets(),
+        headBucket: (b) => this.headBucket(b),
+        keysOf: async (b) => (await regularFilesBelow(this.store.bucketPath(b))).map((rel) => rel.split(path.sep).join('/')),
+        statOrNull: (b, k) => this.statOrNull(b, k),
+        readlink: (b, k) => this.readlink(b, k),
+        getObject: (b, k) => this.getObject(b, k),
+      },
+      opts,
+    );
+    const line = `verification${opts.bucket !== undefined ? ` of ${opts.bucket}/${opts.prefix ?? ''}` : ''}: ${p.scanned} files, ${p.ok} ok, ${p.failed} damaged, ${p.lockedCount} locked, ${p.customerKey} SSE-C`;
+    if (p.failed > 0) this.log.warn(line);
+    else this.log.info(line);
     return p;
   }
 
