@@ -230,6 +230,13 @@ fuseTest('setfattr and getfattr: user.* round-trips; other namespaces are not su
     const get = await run('getfattr', ['-n', name, `${b}/f`]);
     t.regex(get.stderr, /Operation not supported/, name);
   }
+  // More than fits beside the key record in one attribute block: E2BIG, and the others stay.
+  const big = await run('setfattr', ['-n', 'user.big', '-v', 'x'.repeat(3900), `${b}/f`]);
+  t.regex(big.stderr, /Argument list too long/);
+  t.is(await sh(`getfattr -d --absolute-names ${b}/f`), `# file: ${b}/f\nuser.Mixed.Case="a b c"\n\n`);
+  t.is((await run('setfattr', ['-n', 'user.fits', '-v', 'x'.repeat(2500), `${b}/f`])).code, 0, 'a value that fits is stored');
+  t.is((await sh(`getfattr --only-values -n user.fits ${b}/f`)).length, 2500);
+  await sh(`setfattr -x user.fits ${b}/f`);
   const onDir = await run('setfattr', ['-n', 'user.x', '-v', '1', b]);
   t.regex(onDir.stderr, /Operation not supported/);
   t.is(await cat(`${b}/f`), 'data\n', 'metadata changes leave the content alone');

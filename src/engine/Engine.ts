@@ -168,6 +168,11 @@ interface Handle {
 
 const BUCKET_SSE_XATTR = 'user.mountd.bucket-sse';
 const SYMLINK_XATTR = 'user.mountd.symlink';
+/**
+ * Bytes of key record plus sealed metadata that always fit in one ext4 attribute block (4096
+ * bytes, less its header, the entries' own headers and names, and the symlink marker), measured.
+ */
+const XATTR_BUDGET = 3800;
 const MAX_SYMLINK = 4095;
 const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e';
 /** Multipart uploads live in DATA/.mountd/uploads/<uploadId>/: upload.json, the sealed `meta` file and `part-NNNNN` files. */
@@ -543,8 +548,10 @@ export class Engine {
         await writeback.settle();
       }
       const etag = etagOverride ?? (await md5!.hex());
-      await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
-      await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { etag, ...meta }));
+      const recordBytes = encodeRecord(record);
+      const sealedMeta = this.sealMeta(oek, header.bytes, { etag, ...meta }, recordBytes);
+      await this.store.setXattr(tmp, KEY_RECORD_XATTR, recordBytes);
+      await this.store.setXattr(tmp, META_XATTR, sealedMeta);
       await out.sync();
       fh = undefined;
       await out.close();
@@ -1773,8 +1780,18 @@ export class Engine {
     return Buffer.concat([Buffer.from('mountd object metadata v1\0', 'utf8'), header]);
   }
 
-  private sealMeta(oek: Buffer, header: Uint8Array, meta: ObjectMeta): Buffer {
-    return sealMetadata(oek, this.random(12), Buffer.from(JSON.stringify(meta), 'utf8'), this.metaAad(header));
+  /**
+   * Seals an object's metadata. It shares the file's extended-attribute space with the key
+   * record, and ext4 (4 KiB blocks, no ea_inode) holds all of a file's attributes in one block:
+   * metadata that would not fit beside the record is refused here, before anything is written,
+   * rather than failing in setxattr as ENOSPC (which would read as a full disk).
+   */
+  private sealMeta(oek: Buffer, header: Uint8Array, meta: ObjectMeta, record: Uint8Array): Buffer {
+    const sealed = sealMetadata(oek, this.random(12), Buffer.from(JSON.stringify(meta), 'utf8'), this.metaAad(header));
+    if (sealed.length + record.length > XATTR_BUDGET) {
+      throw new MountdError(ErrorCode.MetadataTooLarge, `metadata of ${sealed.length} bytes (sealed) does not fit beside the ${record.length}-byte key record in ${XATTR_BUDGET} bytes`);
+    }
+    return sealed;
   }
 
   private async readMeta(f: OpenFile): Promise<ObjectMeta> {
@@ -1786,7 +1803,7 @@ export class Engine {
 
   private async writeMeta(f: OpenFile, meta: ObjectMeta): Promise<void> {
     if (meta.etag !== undefined) f.mayHaveEtag = true;
-    await this.store.setXattr(f.backingPath, META_XATTR, this.sealMeta(f.objectKey(), f.header.bytes, meta));
+    await this.store.setXattr(f.backingPath, META_XATTR, this.sealMeta(f.objectKey(), f.header.bytes, meta, encodeRecord(f.record)));
   }
 
   private async info(f: OpenFile, customerKey: Uint8Array | undefined): Promise<ObjectInfo> {
@@ -1861,12 +1878,13 @@ export class Engine {
       } finally {
         if (!keep) await fh.close();
       }
-      await this.store.setXattr(tmp, KEY_RECORD_XATTR, encodeRecord(record));
+      const recordBytes = encodeRecord(record);
+      await this.store.setXattr(tmp, KEY_RECORD_XATTR, recordBytes);
       // A created file gets no ETag until S3 writes it: the mount changes it right away, and a
       // missing ETag spares the first flush a metadata rewrite.
       if (content) {
         const etag = createHash('md5').update(content).digest('hex');
-        await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { ...meta, etag }));
+        await this.store.setXattr(tmp, META_XATTR, this.sealMeta(oek, header.bytes, { ...meta, etag }, recordBytes));
       }
       if (content) await this.store.setXattr(tmp, SYMLINK_XATTR, Buffer.from('1'));
       await this.namespace.read(async () => {

@@ -14,6 +14,8 @@ export const ErrorCode = {
   /** Ciphertext, header or key record failed authentication: never returned as plaintext. */
   Integrity: 'ENGINE_INTEGRITY',
   UnsupportedFormat: 'ENGINE_UNSUPPORTED_FORMAT',
+  /** An object's metadata (user metadata, tags, stored headers) does not fit its extended attributes. */
+  MetadataTooLarge: 'ENGINE_METADATA_TOO_LARGE',
   BadHandle: 'ENGINE_BAD_HANDLE',
   NoSpace: 'ENGINE_NO_SPACE',
   Busy: 'ENGINE_BUSY',

@@ -27,6 +27,8 @@ const BY_CODE: Record<ErrorCode, ErrnoName | 'ENOKEY'> = {
   [ErrorCode.InvalidArgument]: 'EINVAL',
   [ErrorCode.Integrity]: 'EIO',
   [ErrorCode.UnsupportedFormat]: 'EIO',
+  // What setxattr(2) answers for a value too large for the file system.
+  [ErrorCode.MetadataTooLarge]: 'E2BIG',
   [ErrorCode.BadHandle]: 'EBADF',
   [ErrorCode.NoSpace]: 'ENOSPC',
   [ErrorCode.Busy]: 'EBUSY',

@@ -40,6 +40,7 @@ export const s3err = {
   preconditionFailed: (condition: string) => new S3Error('PreconditionFailed', 412, 'At least one of the pre-conditions you specified did not hold', { Condition: condition }),
   noSuchVersion: () => new S3Error('NoSuchVersion', 404, 'The specified version does not exist.'),
   aclNotSupported: () => new S3Error('AccessControlListNotSupported', 400, 'The bucket does not allow ACLs'),
+  bucketAclWithOwnership: () => new S3Error('InvalidBucketAclWithObjectOwnership', 400, "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"),
   notImplemented: (what = 'A header you provided implies functionality that is not implemented') => new S3Error('NotImplemented', 501, what),
   methodNotAllowed: () => new S3Error('MethodNotAllowed', 405, 'The specified method is not allowed against this resource.'),
   noSuchBucket: () => new S3Error('NoSuchBucket', 404, 'The specified bucket does not exist'),
@@ -97,6 +98,8 @@ export function engineToS3(err: unknown, ctx: ErrorContext): S3Error | undefined
       return s3err.invalidArgument(err.message);
     case ErrorCode.Integrity:
       return new S3Error('XMountdObjectTampered', 500, 'The object failed its integrity check: its ciphertext or key record was damaged or tampered with.');
+    case ErrorCode.MetadataTooLarge:
+      return s3err.metadataTooLarge();
     case ErrorCode.UnsupportedFormat:
       return new S3Error('XMountdUnsupportedFormat', 500, 'The object is stored in a format this server does not read.');
     case ErrorCode.NoSpace:

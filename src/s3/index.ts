@@ -155,6 +155,10 @@ export async function startS3Server(engine: Engine, opts: S3Options): Promise<S3
       res.setHeader('Connection', 'close');
     }
     if (res.headersSent || res.destroyed) return;
+    // A response that failed half-way (writeHead throws on the first value HTTP cannot carry,
+    // after setting the ones before it) must not lend the object's headers to the error:
+    // Cache-Control/Expires would make the error cacheable, Content-Encoding would label the XML gzip.
+    for (const name of res.getHeaderNames()) if (name !== 'x-amz-request-id' && name !== 'server' && name !== 'connection') res.removeHeader(name);
     res.statusCode = s3.status;
     if (s3.status === 416 && s3.fields.ActualObjectSize !== undefined) res.setHeader('Content-Range', `bytes */${s3.fields.ActualObjectSize}`);
     if (req.method === 'HEAD') {

@@ -59,7 +59,11 @@ export function storedHeaders(headers: IncomingHttpHeaders, user: Record<string,
     const raw = headers[name.toLowerCase()];
     if (raw === undefined) continue;
     let v = Array.isArray(raw) ? raw.join(',') : raw;
-    if (name === 'Content-Encoding') v = v.split(',').map((e) => e.trim()).filter((e) => e !== '' && e.toLowerCase() !== 'aws-chunked').join(',');
+    if (name === 'Content-Encoding') {
+      // Only a value that carries the framing is rewritten; any other is stored as sent.
+      const codings = v.split(',').map((e) => e.trim());
+      if (codings.some((e) => e.toLowerCase() === 'aws-chunked')) v = codings.filter((e) => e !== '' && e.toLowerCase() !== 'aws-chunked').join(',');
+    }
     if (v === '') continue;
     bytes += name.length + Buffer.byteLength(v, 'utf8');
     out[name] = v;
@@ -76,6 +80,11 @@ export function storedResponseHeaders(stored: Record<string, string> | undefined
     if (v !== undefined && HEADER_VALUE.test(v)) out[name] = v;
   }
   return out;
+}
+
+/** Whether Node can send `v` as a header value. */
+export function isHeaderValue(v: string): boolean {
+  return HEADER_VALUE.test(v);
 }
 
 /** User metadata as response headers; names or values HTTP cannot carry are counted in x-amz-missing-meta, as AWS does. */

@@ -6,7 +6,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { MountdError, ErrorCode } from '../../errors/index.js';
 import { readSmallBody } from '../body.js';
 import { call, send, sendXml, type S3Context } from '../context.js';
-import { s3err } from '../errors.js';
+import { s3err, type S3Error } from '../errors.js';
 import { child, children, parseXml, text } from '../xml.js';
 
 /** Canned ACLs that grant the owner full control and nobody anything. */
@@ -17,10 +17,10 @@ const GRANT_HEADERS = ['x-amz-grant-read', 'x-amz-grant-write', 'x-amz-grant-rea
  * For every request that creates a bucket or an object: an x-amz-acl other than the owner-only
  * ones, or any x-amz-grant-* header, is AccessControlListNotSupported (400).
  */
-export function refuseAclGrants(headers: IncomingHttpHeaders): void {
+export function refuseAclGrants(headers: IncomingHttpHeaders, refusal: () => S3Error = s3err.aclNotSupported): void {
   const canned = headers['x-amz-acl'];
-  if (canned !== undefined && !OWNER_ONLY.has(String(canned).trim())) throw s3err.aclNotSupported();
-  if (GRANT_HEADERS.some((h) => headers[h] !== undefined)) throw s3err.aclNotSupported();
+  if (canned !== undefined && !OWNER_ONLY.has(String(canned).trim())) throw refusal();
+  if (GRANT_HEADERS.some((h) => headers[h] !== undefined)) throw refusal();
 }
 
 function policy(ctx: S3Context) {

@@ -18,7 +18,8 @@ export async function listBuckets(ctx: S3Context): Promise<void> {
 }
 
 export async function createBucket(ctx: S3Context, bodyLimit: number): Promise<void> {
-  refuseAclGrants(ctx.req.headers);
+  // AWS's code for CreateBucket with a wider ACL under the default BucketOwnerEnforced.
+  refuseAclGrants(ctx.req.headers, s3err.bucketAclWithOwnership);
   const body = await readSmallBody(ctx, bodyLimit);
   if (body.length > 0) {
     const doc = parseXml(body, 'CreateBucketConfiguration');

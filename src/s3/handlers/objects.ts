@@ -5,7 +5,7 @@ import type { EncryptionSpec, ObjectInfo } from '../../engine/index.js';
 import { readSmallBody, requestBody, type VerifiedChecksum } from '../body.js';
 import { call, header, httpDate, isoDate, longRunning, send, sendXml, type S3Context } from '../context.js';
 import { S3Error, engineToS3, internalError, s3err } from '../errors.js';
-import { checkConditions, metadataHeaders, objectEtag, parseRange, parseTaggingHeader, storedHeaders, storedResponseHeaders, userMetadata, validateTags } from '../objectmeta.js';
+import { checkConditions, isHeaderValue, metadataHeaders, objectEtag, parseRange, parseTaggingHeader, storedHeaders, storedResponseHeaders, userMetadata, validateTags } from '../objectmeta.js';
 import { customerKeyFrom, readKey, sseResponseHeaders, writeSpec } from '../sse.js';
 import { decodeComponent } from '../sigv4.js';
 import { children, child, parseXml, text } from '../xml.js';
@@ -89,7 +89,9 @@ export async function getObject(ctx: S3Context): Promise<void> {
   const overrides: Record<string, string> = {};
   for (const [q, h] of OVERRIDES) {
     const v = ctx.query.get(q);
-    if (v !== undefined) overrides[h] = v;
+    if (v === undefined) continue;
+    if (!isHeaderValue(v)) throw s3err.invalidArgument(`${q} must be a value an HTTP header can carry`, q);
+    overrides[h] = v;
   }
   // Conditions, range and headers are decided from the metadata of the very file the body
   // streams from (the engine calls `plan` under that file's lock): a PUT racing with this GET
