@@ -1,7 +1,8 @@
 // ACLs as AWS has them by default since 2023 (Object Ownership "bucket owner enforced"): the
 // owner has full control of every bucket and object, reading an ACL says so, and a request that
-// would grant anything else is refused with AccessControlListNotSupported rather than accepted
-// and ignored (a user who asked for public-read must not believe they got it).
+// would grant anything else is refused (AccessControlListNotSupported; on CreateBucket
+// InvalidBucketAclWithObjectOwnership) rather than accepted and ignored (a user who asked for
+// public-read must not believe they got it).
 import type { IncomingHttpHeaders } from 'node:http';
 import { MountdError, ErrorCode } from '../../errors/index.js';
 import { readSmallBody } from '../body.js';
@@ -15,7 +16,8 @@ const GRANT_HEADERS = ['x-amz-grant-read', 'x-amz-grant-write', 'x-amz-grant-rea
 
 /**
  * For every request that creates a bucket or an object: an x-amz-acl other than the owner-only
- * ones, or any x-amz-grant-* header, is AccessControlListNotSupported (400).
+ * ones, or any x-amz-grant-* header, is `refusal` (400; AccessControlListNotSupported unless
+ * the caller names AWS's code for its operation).
  */
 export function refuseAclGrants(headers: IncomingHttpHeaders, refusal: () => S3Error = s3err.aclNotSupported): void {
   const canned = headers['x-amz-acl'];
