@@ -464,7 +464,25 @@ test('bucket settings this server never has read as AWS answers for a bucket wit
     t.is(r.status, 501, q);
     t.is(errorCode(r), 'NotImplemented', q);
   }
-  t.is((await s3request(s3.port, { method: 'GET', path: b, query: { policy: '' } })).status, 404, 'a refused PUT changed nothing');
+  // Deleting one of them is nothing to do: 204, and reading it still says there is none.
+  for (const q of ['policy', 'cors', 'lifecycle', 'tagging', 'website']) {
+    t.is((await s3request(s3.port, { method: 'DELETE', path: b, query: { [q]: '' } })).status, 204, q);
+    t.is((await s3request(s3.port, { method: 'GET', path: b, query: { [q]: '' } })).status, 404, q);
+  }
+  t.is(errorCode(await s3request(s3.port, { method: 'DELETE', path: '/no-such-settings', query: { policy: '' } })), 'NoSuchBucket');
+  // Buckets are BucketOwnerEnforced: asking for another ownership is refused, and makes no bucket.
+  t.is((await s3request(s3.port, { method: 'PUT', path: '/settings-owned', headers: { 'x-amz-object-ownership': 'BucketOwnerEnforced' } })).status, 200);
+  const writer = await s3request(s3.port, { method: 'PUT', path: '/settings-writer', headers: { 'x-amz-object-ownership': 'ObjectWriter' } });
+  t.is(writer.status, 501);
+  t.is((await s3request(s3.port, { method: 'HEAD', path: '/settings-writer' })).status, 404);
+  // max-keys=0 is an empty page that is not truncated, in all three listings.
+  await put(`${b}/one`, '1');
+  for (const query of [{ 'max-keys': '0' }, { 'list-type': '2', 'max-keys': '0' }, { versions: '', 'max-keys': '0' }]) {
+    const r = await s3request(s3.port, { method: 'GET', path: b, query });
+    t.is(r.status, 200, r.text);
+    t.regex(r.text, /<IsTruncated>false<\/IsTruncated>/, JSON.stringify(query));
+    t.notRegex(r.text, /<Key>|Next/, JSON.stringify(query));
+  }
 });
 
 test('versions with versioning off: each object is its one version "null"; another version id is refused and never reads or deletes the object', async (t) => {

@@ -20,6 +20,12 @@ export async function listBuckets(ctx: S3Context): Promise<void> {
 export async function createBucket(ctx: S3Context, bodyLimit: number): Promise<void> {
   // AWS's code for CreateBucket with a wider ACL under the default BucketOwnerEnforced.
   refuseAclGrants(ctx.req.headers, s3err.bucketAclWithOwnership);
+  // Buckets here are always BucketOwnerEnforced (GetBucketOwnershipControls says so): asking for
+  // another ownership is refused, not ignored.
+  const ownership = ctx.req.headers['x-amz-object-ownership'];
+  if (ownership !== undefined && ownership !== 'BucketOwnerEnforced') {
+    throw s3err.notImplemented(`x-amz-object-ownership ${String(ownership)} is not supported: buckets here are BucketOwnerEnforced (ACLs are the owner's alone).`);
+  }
   const body = await readSmallBody(ctx, bodyLimit);
   if (body.length > 0) {
     const doc = parseXml(body, 'CreateBucketConfiguration');
@@ -131,6 +137,17 @@ export const getBucketTagging = absent('NoSuchTagSet', 'The TagSet does not exis
 export const getBucketWebsite = absent('NoSuchWebsiteConfiguration', 'The specified bucket does not have a website configuration');
 export const getBucketReplication = absent('ReplicationConfigurationNotFoundError', 'The replication configuration was not found');
 export const getObjectLockConfiguration = absent('ObjectLockConfigurationNotFoundError', 'Object Lock configuration does not exist for this bucket');
+/** Deletes of settings this server never has: nothing to delete, 204, as AWS answers for a bucket without one. */
+async function nothingToDelete(ctx: S3Context): Promise<void> {
+  await call(bucketCtx, () => ctx.engine.headBucket(ctx.bucket));
+  send(ctx, 204);
+}
+export const deleteBucketPolicy = nothingToDelete;
+export const deleteBucketCors = nothingToDelete;
+export const deleteBucketLifecycle = nothingToDelete;
+export const deleteBucketTagging = nothingToDelete;
+export const deleteBucketWebsite = nothingToDelete;
+
 export const getBucketLogging = fixed('BucketLoggingStatus', {});
 export const getBucketNotification = fixed('NotificationConfiguration', {});
 export const getBucketRequestPayment = fixed('RequestPaymentConfiguration', { Payer: 'BucketOwner' });

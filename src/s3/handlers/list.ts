@@ -1,5 +1,5 @@
 // ListObjects (v1), ListObjectsV2 and ListObjectVersions over engine.list, with ETags from each object's sealed metadata.
-import type { ListEntry } from '../../engine/index.js';
+import type { ListEntry, ListOptions, ListResult } from '../../engine/index.js';
 import { call, isoDate, sendXml, type S3Context } from '../context.js';
 import { s3err } from '../errors.js';
 import { objectEtag, opaqueEtag } from '../objectmeta.js';
@@ -20,6 +20,15 @@ function maxKeys(ctx: S3Context, name = 'max-keys'): number {
   if (v === undefined) return 1000;
   if (!/^\d{1,9}$/.test(v)) throw s3err.invalidArgument(`Provided ${name} not an integer or within integer range`, name, v);
   return Math.min(Number(v), 1000);
+}
+
+/** One page of a listing. max-keys=0 is an empty page that is not truncated, as AWS answers it. */
+async function page(ctx: S3Context, opts: ListOptions & { maxKeys: number }): Promise<ListResult> {
+  if (opts.maxKeys === 0) {
+    await call({ resource: 'bucket' }, () => ctx.engine.headBucket(ctx.bucket));
+    return { objects: [], commonPrefixes: [], isTruncated: false };
+  }
+  return call({ resource: 'bucket' }, () => ctx.engine.list(ctx.bucket, opts));
 }
 
 /**
@@ -66,7 +75,7 @@ export async function listObjectsV1(ctx: S3Context): Promise<void> {
   const delimiter = ctx.query.get('delimiter') ?? '';
   const marker = ctx.query.get('marker') ?? '';
   const max = maxKeys(ctx);
-  const r = await call({ resource: 'bucket' }, () => ctx.engine.list(ctx.bucket, { prefix, delimiter, startAfter: marker, maxKeys: max }));
+  const r = await page(ctx, { prefix, delimiter, startAfter: marker, maxKeys: max });
   sendXml(ctx, 200, 'ListBucketResult', {
     Name: ctx.bucket,
     Prefix: enc(prefix),
@@ -94,7 +103,7 @@ export async function listObjectsV2(ctx: S3Context): Promise<void> {
     if (!decoded.startsWith('1:')) throw s3err.invalidArgument('The continuation token provided is incorrect', 'continuation-token', token);
     from = decoded.slice(2);
   }
-  const r = await call({ resource: 'bucket' }, () => ctx.engine.list(ctx.bucket, { prefix, delimiter, startAfter: from, maxKeys: max }));
+  const r = await page(ctx, { prefix, delimiter, startAfter: from, maxKeys: max });
   const objects = await contents(ctx, r.objects, enc, ctx.query.get('fetch-owner') === 'true');
   sendXml(ctx, 200, 'ListBucketResult', {
     Name: ctx.bucket,
@@ -129,7 +138,7 @@ export async function listObjectVersions(ctx: S3Context): Promise<void> {
     throw s3err.invalidArgument('A version-id marker cannot be specified without a key marker.', 'version-id-marker', versionMarker);
   }
   const max = maxKeys(ctx);
-  const r = await call({ resource: 'bucket' }, () => ctx.engine.list(ctx.bucket, { prefix, delimiter, startAfter: keyMarker, maxKeys: max }));
+  const r = await page(ctx, { prefix, delimiter, startAfter: keyMarker, maxKeys: max });
   const objects = await contents(ctx, r.objects, enc, true);
   const next = r.isTruncated && r.nextStartAfter !== undefined ? r.nextStartAfter : undefined;
   sendXml(ctx, 200, 'ListVersionsResult', {
