@@ -526,6 +526,14 @@ test('versions with versioning off: each object is its one version "null"; anoth
   t.regex(del.text, /<Deleted><Key>d\/x<\/Key><\/Deleted>/);
   t.is((await head(`${b}/a`)).status, 200);
   t.is((await head(`${b}/z`)).status, 404);
+  // The same in a copy source.
+  t.is((await s3request(s3.port, { method: 'PUT', path: `${b}/copy-null`, headers: { 'x-amz-copy-source': `${b}/a?versionId=null` } })).status, 200);
+  t.is((await get(`${b}/copy-null`)).text, 'body of a');
+  for (const src of [`${b}/a?versionId=3HL4kqtJlcpXroDTDmJ`, `${b}/a?versionId=`, `${b}/a?partNumber=1`]) {
+    const r = await s3request(s3.port, { method: 'PUT', path: `${b}/copy-other`, headers: { 'x-amz-copy-source': src } });
+    t.is(errorCode(r), 'InvalidArgument', src);
+  }
+  t.is((await head(`${b}/copy-other`)).status, 404);
   t.is((await s3request(s3.port, { method: 'DELETE', path: `${b}/a`, query: { versionId: 'null' } })).status, 204);
   t.is((await head(`${b}/a`)).status, 404);
 });

@@ -179,8 +179,10 @@ export function parseCopySource(value: string | undefined): { bucket: string; ke
   if (q >= 0) {
     const params = v.slice(q + 1);
     v = v.slice(0, q);
+    // Versioning is off: the one version of an object is "null" (as on object requests).
     const m = /^versionId=(.*)$/.exec(params);
-    if (!m || (m[1] !== 'null' && m[1] !== '')) throw s3err.notImplemented('Object versions are not supported.');
+    if (!m) throw s3err.invalidArgument('Unsupported copy source parameter.', 'x-amz-copy-source', value);
+    if (m[1] !== 'null') throw s3err.invalidArgument('Invalid version id specified', 'x-amz-copy-source', value);
   }
   const decoded = decodeComponent(v, false).replace(/^\//, '');
   const slash = decoded.indexOf('/');
