@@ -509,6 +509,10 @@ test('versions with versioning off: each object is its one version "null"; anoth
 
   // versionId=null is the object; another id is 400 and touches nothing.
   t.is((await get(`${b}/a`, {}, { versionId: 'null' })).text, 'body of a');
+  // An argument echoed in the error stays well-formed XML whatever bytes it held.
+  const ctl = await get(`${b}/a`, {}, { versionId: '\u0001\u001f<&' });
+  t.is(ctl.status, 400);
+  t.regex(ctl.text, /<ArgumentValue>\uFFFD\uFFFD&lt;&amp;<\/ArgumentValue>/);
   const other = await get(`${b}/a`, {}, { versionId: '3HL4kqtJlcpXroDTDmJ' });
   t.is(other.status, 400);
   t.is(errorCode(other), 'InvalidArgument');

@@ -7,7 +7,7 @@ import type { S3Context, ServerConfig } from './context.js';
 import { S3Error, engineToS3, internalError, s3err } from './errors.js';
 import { matchRoute, type Target } from './routes.js';
 import { SigV4Verifier, decodeComponent, parseQuery } from './sigv4.js';
-import { buildXml } from './xml.js';
+import { buildXml, xmlSafe } from './xml.js';
 
 export interface S3Options {
   host: string;
@@ -166,20 +166,19 @@ export async function startS3Server(engine: Engine, opts: S3Options): Promise<S3
       res.end();
       return;
     }
-    const body = buildXml(
-      'Error',
-      {
-        Code: s3.code,
-        Message: s3.message,
-        ...s3.fields,
-        BucketName: ctx.bucket || undefined,
-        Key: ctx.key || undefined,
-        Resource: rawPath,
-        RequestId: id,
-        HostId: id,
-      },
-      false,
-    );
+    const fields: Record<string, string | undefined> = {
+      Code: s3.code,
+      Message: s3.message,
+      ...s3.fields,
+      BucketName: ctx.bucket || undefined,
+      Key: ctx.key || undefined,
+      Resource: rawPath,
+      RequestId: id,
+      HostId: id,
+    };
+    // Messages and fields echo what the client sent (a key, an argument): keep the document well-formed.
+    for (const [n, v] of Object.entries(fields)) if (v !== undefined) fields[n] = xmlSafe(v);
+    const body = buildXml('Error', fields, false);
     res.setHeader('Content-Type', 'application/xml');
     res.setHeader('Content-Length', Buffer.byteLength(body));
     res.end(body);

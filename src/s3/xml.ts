@@ -30,6 +30,15 @@ function clean(v: XmlValue): XmlValue {
   return v;
 }
 
+/**
+ * A string with the characters XML 1.0 cannot carry at all (C0 controls other than tab, newline
+ * and carriage return; lone surrogates; U+FFFE and U+FFFF) replaced by U+FFFD: for echoes of
+ * request input in error documents, which must stay well-formed whatever the client sent.
+ */
+export function xmlSafe(v: string): string {
+  return v.replace(/[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
+}
+
 /** Elements that may repeat in request documents: always parsed as arrays. */
 const ARRAYS = new Set(['Object', 'Part', 'Tag', 'Rule', 'Grant']);
 
