@@ -93,6 +93,29 @@ test('putObject/getObject round trip at package boundaries, from a buffer and fr
   }
 });
 
+test('metadata that does not fit beside the key record is MetadataTooLarge before a byte of the body is read, at PUT, multipart create and metadata updates; nothing is left behind', async (t) => {
+  const fx = await makeFixture();
+  t.teardown(() => fx.cleanup());
+  const e = fx.engine;
+  let read = false;
+  async function* untouchable(): AsyncGenerator<Uint8Array> {
+    read = true;
+    yield Buffer.from('never');
+  }
+  const tooMuch = { user: { note: 'n'.repeat(2000) }, tags: Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`k${i}`.padEnd(128, 'k'), 'v'.repeat(256)])) };
+  await t.throwsAsync(e.putObject('bucket', 'crowded', untouchable(), tooMuch), { code: 'ENGINE_METADATA_TOO_LARGE' });
+  t.false(read, 'the body was never read');
+  t.is(await e.statOrNull('bucket', 'crowded'), null);
+  await t.throwsAsync(e.createUpload('bucket', 'crowded', tooMuch), { code: 'ENGINE_METADATA_TOO_LARGE' });
+  // An update that would overflow leaves the metadata as it was.
+  await e.putObject('bucket', 'fits', Buffer.from('x'), { user: { a: '1' } });
+  await t.throwsAsync(e.updateMeta('bucket', 'fits', (m) => ({ ...m, tags: tooMuch.tags })), { code: 'ENGINE_METADATA_TOO_LARGE' });
+  t.deepEqual((await e.headObject('bucket', 'fits')).meta.user, { a: '1' });
+  t.is((await e.headObject('bucket', 'fits')).meta.tags, undefined);
+  const leftovers = await fsp.readdir(path.join(fx.dir, '.mountd', 'tmp'));
+  t.deepEqual(leftovers, [], 'no temp file left');
+});
+
 test('open/write/read/release round trip at package boundaries, in writes of several sizes', async (t) => {
   const fx = await makeFixture();
   t.teardown(() => fx.cleanup());

@@ -491,6 +491,8 @@ export class Engine {
   ): Promise<{ etag: string; size: number; record: KeyRecord; fileId: Buffer }> {
     const { oek, record } = await this.keys.create(bucket, sealKey, spec);
     const header = encodeHeader(this.random(16));
+    // Metadata that cannot fit is refused before the body is read, not after (the ETag's length is known).
+    this.sealMeta(oek, header.bytes, { etag: etagOverride ?? EMPTY_MD5, ...meta }, encodeRecord(record));
     // A multipart completion gives its ETag: its body needs no MD5.
     const md5 = etagOverride === undefined ? new Md5() : null;
     let size = 0;

@@ -48,13 +48,11 @@ const STORED_HEADERS = ['Cache-Control', 'Content-Disposition', 'Content-Encodin
 /**
  * The stored headers of a PUT, a CreateMultipartUpload or a copy that replaces metadata.
  * aws-chunked is the request's transfer framing, not the object's encoding: it is left out, as
- * AWS leaves it out. They count toward the same 2 KB as user metadata (AWS is more lenient;
- * the bound keeps the sealed metadata well inside one extended attribute).
+ * AWS leaves it out. Like AWS, they do not count toward user metadata's 2 KB; the request's
+ * header limit bounds them, and the engine refuses metadata that would not fit its attributes.
  */
-export function storedHeaders(headers: IncomingHttpHeaders, user: Record<string, string>): Record<string, string> | undefined {
+export function storedHeaders(headers: IncomingHttpHeaders): Record<string, string> | undefined {
   const out: Record<string, string> = {};
-  let bytes = 0;
-  for (const [n, v] of Object.entries(user)) bytes += Buffer.byteLength(n, 'utf8') + Buffer.byteLength(v, 'utf8');
   for (const name of STORED_HEADERS) {
     const raw = headers[name.toLowerCase()];
     if (raw === undefined) continue;
@@ -65,10 +63,8 @@ export function storedHeaders(headers: IncomingHttpHeaders, user: Record<string,
       if (codings.some((e) => e.toLowerCase() === 'aws-chunked')) v = codings.filter((e) => e !== '' && e.toLowerCase() !== 'aws-chunked').join(',');
     }
     if (v === '') continue;
-    bytes += name.length + Buffer.byteLength(v, 'utf8');
     out[name] = v;
   }
-  if (bytes > MAX_USER_METADATA_BYTES) throw s3err.metadataTooLarge();
   return Object.keys(out).length > 0 ? out : undefined;
 }
 

@@ -39,7 +39,7 @@ export async function createMultipartUpload(ctx: S3Context): Promise<void> {
   const spec = await call(obj(ctx), () => writeSpec(ctx.req.headers, ctx.engine, ctx.bucket, ctx.config.sse));
   const user = userMetadata(ctx.req.headers);
   const tags = parseTaggingHeader(header(ctx, 'x-amz-tagging'));
-  const r = await call(obj(ctx), () => ctx.engine.createUpload(ctx.bucket, ctx.key, { encryption: spec, contentType: header(ctx, 'content-type'), headers: storedHeaders(ctx.req.headers, user), user, tags }));
+  const r = await call(obj(ctx), () => ctx.engine.createUpload(ctx.bucket, ctx.key, { encryption: spec, contentType: header(ctx, 'content-type'), headers: storedHeaders(ctx.req.headers), user, tags }));
   sendXml(ctx, 200, 'InitiateMultipartUploadResult', { Bucket: ctx.bucket, Key: ctx.key, UploadId: r.uploadId }, sseResponseHeaders(r.encryption));
 }
 

@@ -43,7 +43,7 @@ export async function putObject(ctx: S3Context, bodyLimit: number): Promise<void
   await headBucketOf(ctx);
   const spec = await call(obj(ctx), () => writeSpec(ctx.req.headers, ctx.engine, ctx.bucket, ctx.config.sse));
   const user = userMetadata(ctx.req.headers);
-  const headers = storedHeaders(ctx.req.headers, user);
+  const headers = storedHeaders(ctx.req.headers);
   const tags = parseTaggingHeader(header(ctx, 'x-amz-tagging'));
   const verified: VerifiedChecksum = {};
   const body = requestBody(ctx, bodyLimit, s3err.tooLarge, verified);
@@ -220,7 +220,7 @@ export async function copyObject(ctx: S3Context): Promise<void> {
   if (checkConditions(ctx.req.headers, srcEtag, info.mtimeMs, 'x-amz-copy-source-') !== 200) throw s3err.preconditionFailed('x-amz-copy-source-If-*');
   const contentType = metaDirective === 'REPLACE' ? header(ctx, 'content-type') : info.meta.contentType;
   const user = metaDirective === 'REPLACE' ? userMetadata(ctx.req.headers) : info.meta.user;
-  const headers = metaDirective === 'REPLACE' ? storedHeaders(ctx.req.headers, user) : info.meta.headers;
+  const headers = metaDirective === 'REPLACE' ? storedHeaders(ctx.req.headers) : info.meta.headers;
   const tags = tagDirective === 'REPLACE' ? parseTaggingHeader(header(ctx, 'x-amz-tagging')) : info.meta.tags;
   const self = src.bucket === ctx.bucket && src.key === ctx.key;
   const early = spec ? sseResponseHeaders(spec.kind === 'named' ? { kind: 'named', keyName: spec.keyName } : spec.kind === 'customer' ? { kind: 'customer' } : { kind: 'default' }) : {};
