@@ -479,7 +479,7 @@ test('bucket settings this server never has read as AWS answers for a bucket wit
   t.is((await s3request(s3.port, { method: 'HEAD', path: '/settings-writer' })).status, 404);
   // max-keys=0 is an empty page that is not truncated, in all three listings.
   await put(`${b}/one`, '1');
-  for (const query of [{ 'max-keys': '0' }, { 'list-type': '2', 'max-keys': '0' }, { versions: '', 'max-keys': '0' }]) {
+  for (const query of [{ 'max-keys': '0' }, { 'list-type': '2', 'max-keys': '0' }, { versions: '', 'max-keys': '0' }] as Array<Record<string, string>>) {
     const r = await s3request(s3.port, { method: 'GET', path: b, query });
     t.is(r.status, 200, r.text);
     t.regex(r.text, /<IsTruncated>false<\/IsTruncated>/, JSON.stringify(query));
