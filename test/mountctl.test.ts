@@ -83,7 +83,7 @@ daemonTest('verify: every file authenticates (data, symlinks, empty files); a fl
   r = await ctl(t, 'verify');
   t.is(r.code, 1, r.stdout);
   t.regex(r.stdout, /^verified: \d+ files, \d+ ok, 1 damaged;/);
-  t.regex(r.stdout, /\n {2}damaged: verify-b\/big: /);
+  t.regex(r.stdout, /\n {2}damaged: verify-b\/big package \d+: integrity check failed\n/);
   t.regex(r.stderr, /1 file\(s\) failed verification/);
   await fh.write(one, 0, 1, 150_000);
   await fh.close();
