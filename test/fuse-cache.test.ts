@@ -222,7 +222,10 @@ print('A0again ' + os.pread(a, 4, 0).decode(), flush=True)
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  for (let i = 0; i < 200 && !out.includes('A0 '); i++) await new Promise((r) => setTimeout(r, 25));
+  // The PUT must come after the reader has read the old file through the cache: wait for its
+  // line (up to 20 s: python's start on a loaded machine), and say so if it never came.
+  for (const end = Date.now() + 20_000; !out.includes('A0 ') && Date.now() < end; ) await new Promise((r) => setTimeout(r, 25));
+  t.regex(out, /^A0 oooo$/m, 'the reader read the old file before the PUT');
   t.is((await s3request(fx.daemon.s3Port!, { method: 'PUT', path: '/cache-mix/obj', body: Buffer.alloc(200_000, 'N') })).status, 200);
   // Within the kernel's entry timeout: the name still leads to the node the reader holds.
   child.stdin.end('go\n');

@@ -32,6 +32,8 @@ const run = promisify(execFile);
 const genOnly = generateApiKey();
 const app = generateApiKey();
 const stranger = generateApiKey();
+/** Unknown too, and used by the audit-log test alone: its refused /v1/metrics line is that test's. */
+const auditStranger = generateApiKey();
 
 let kesd: Kesd;
 let workDir: string;
@@ -513,14 +515,16 @@ test('the audit log has one JSON line per key operation, allowed and denied, and
   await kesRequest(c, 'POST', '/v1/key/decrypt/audit-k', { ciphertext: g.json().ciphertext, context: b64(Buffer.from('audit-ctx')) });
   await kesRequest(as(stranger.text), 'POST', '/v1/key/decrypt/audit-k', { ciphertext: g.json().ciphertext });
   await kesRequest(noCert(), 'GET', '/v1/key/describe/audit-k');
-  await kesRequest(as(stranger.text), 'GET', '/v1/metrics');
+  await kesRequest(as(auditStranger.text), 'GET', '/v1/metrics');
 
-  // The file sink writes asynchronously; wait for our lines.
+  // The file sink writes asynchronously; wait for our lines (up to 20 s on a loaded machine).
+  // Only whole lines: a read can land between the two halves of a line being appended.
   let lines: any[] = [];
-  for (let i = 0; i < 50; i++) {
-    lines = (await fsp.readFile(kesd.auditFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
-    // Other tests in this file hit /v1/metrics too (concurrently): wait for this test's own lines.
-    const strangerMetrics = lines.some((l) => l.route === '/v1/metrics' && l.identity === stranger.identity && l.allowed === false);
+  for (const end = Date.now() + 20_000; Date.now() < end; ) {
+    lines = (await fsp.readFile(kesd.auditFile, 'utf8')).split('\n').slice(0, -1).map((l) => JSON.parse(l));
+    // Other tests in this file hit /v1/metrics too (concurrently, "stranger" among them): wait for
+    // this test's own lines, the refused /v1/metrics one by an identity no other test uses.
+    const strangerMetrics = lines.some((l) => l.route === '/v1/metrics' && l.identity === auditStranger.identity && l.allowed === false);
     if (lines.filter((l) => l.key === 'audit-k').length >= 5 && strangerMetrics) break;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -542,7 +546,7 @@ test('the audit log has one JSON line per key operation, allowed and denied, and
   }
   t.is(mine[3].error, 'not authorized: insufficient permissions');
   // A refused request to a non-key route is audited too; allowed ones are not.
-  t.true(lines.some((l) => l.route === '/v1/metrics' && l.allowed === false && l.identity === stranger.identity));
+  t.true(lines.some((l) => l.route === '/v1/metrics' && l.allowed === false && l.identity === auditStranger.identity));
   t.false(lines.some((l) => l.route === '/v1/metrics' && l.allowed === true));
   // No DEK of this test in the audit log, in any encoding (the full scan runs at the end).
   const text = await fsp.readFile(kesd.auditFile, 'utf8');

@@ -235,14 +235,16 @@ test('a decrypt in flight during disable does not repopulate the cache', async (
 });
 
 test('entries expire after the TTL', async (t) => {
-  const { inner, kms } = await setup({ ttl: 60 });
-  t.deepEqual(kms.stats(), { entries: 0, max: 10_000, ttlMs: 60 });
+  // A TTL long enough that the two decrypts below always fall within it, even on a loaded
+  // machine (with 60 ms, a pause of the worker between them expired the entry: 2 calls, not 1).
+  const { inner, kms } = await setup({ ttl: 1000 });
+  t.deepEqual(kms.stats(), { entries: 0, max: 10_000, ttlMs: 1000 });
   const ct = await inner.encrypt('ek', new Uint8Array(32).fill(1), ctxA);
   await kms.decrypt('ek', ct, ctxA);
   await kms.decrypt('ek', ct, ctxA);
   t.is(inner.calls.decrypt, 1);
   t.is(kms.stats().entries, 1);
-  await sleep(200);
+  await sleep(1300);
   t.is(kms.stats().entries, 0);
   t.deepEqual(await kms.decrypt('ek', ct, ctxA), new Uint8Array(32).fill(1));
   t.is(inner.calls.decrypt, 2);

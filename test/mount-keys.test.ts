@@ -161,6 +161,9 @@ fuseTest('an unmount from outside: with no S3 listener the daemon stops cleanly;
 
   await fx.restart({ s3: true });
   await run('fusermount', ['-u', fx.mnt]);
+  // The daemon learns of the unmount in its own time: wait (up to 20 s) for its word on it, then
+  // a little more, in which it must not exit.
+  for (const end = Date.now() + 20_000; !/the S3 listener goes on/.test(fx.daemon.log()) && fx.daemon.proc.exitCode === null && Date.now() < end; ) await new Promise((r) => setTimeout(r, 25));
   await new Promise((r) => setTimeout(r, 500));
   t.is(fx.daemon.proc.exitCode, null, 'still running');
   const r = await s3request(fx.daemon.s3Port!, { method: 'GET', path: '/' });

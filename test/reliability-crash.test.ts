@@ -18,6 +18,7 @@
 import anyTest, { type TestFn } from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { watch } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { getAttributeSync } from '@napi-rs/xattr';
@@ -258,11 +259,26 @@ fuseTest('kill -9 during a directory rename of 1,000 files through the mount: wh
     const from = names[at]!;
     const to = names[1 - at]!;
     const logBefore = fx.daemon.log().length;
+    // Round 1 waits for the journal's inotify event, not a sample of the directory: the intent is
+    // there only while the move and the records are written (100-300 ms), and a poll whose
+    // process is not scheduled in that time would miss it. The kernel queues the event.
+    const journaled =
+      round === 1
+        ? new Promise<boolean>((resolve) => {
+            const w = watch(journalDir, () => done(true));
+            const timer = setTimeout(() => done(false), 30_000);
+            const done = (v: boolean) => {
+              clearTimeout(timer);
+              w.close();
+              resolve(v);
+            };
+          })
+        : undefined;
     const mv = spawn('mv', [`${fx.mnt}/crash/${from}`, `${fx.mnt}/crash/${to}`], { stdio: 'ignore' });
     const mvDone = new Promise((r) => mv.once('exit', r));
     let when: string;
     if (round === 1) {
-      t.true(await until(async () => (await fsp.readdir(journalDir)).length > 0, 30_000, 1), 'the intent reached the journal');
+      t.true(await journaled, 'the intent reached the journal');
       when = 'once the intent was in the journal';
     } else if (round === 2) {
       await until(() => fx.daemon.log().slice(logBefore).includes('re-sealed 1000/1000'), 30_000, 1);

@@ -31,12 +31,16 @@ const ssec = {
 /** Files below `dir` (no FUSE mount: -xdev) changed since `since`, skipping `skip`. */
 async function newFiles(dir: string, since: number, skip: string[]): Promise<string[]> {
   const out: string[] = [];
+  // One file system, as find -xdev: the temp dir also holds the live FUSE mounts of test files
+  // running at the same time, and reading through them opens their files (a concurrent
+  // fusermount -u then fails with EBUSY, an open-file count is one too many).
+  const dev = (await fsp.stat(dir)).dev;
   const walk = async (d: string): Promise<void> => {
     for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
       const p = path.join(d, e.name);
       if (skip.some((s) => p === s || p.startsWith(s + path.sep))) continue;
       const st = await fsp.lstat(p).catch(() => null);
-      if (!st) continue;
+      if (!st || st.dev !== dev) continue;
       if (e.isDirectory()) await walk(p);
       else if (e.isFile() && st.ctimeMs >= since - 1000) out.push(p);
     }
