@@ -40,6 +40,7 @@ test('every engine code maps to an errno; integrity is EIO with the detail logge
     [ErrorCode.Integrity]: E.EIO,
     [ErrorCode.UnsupportedFormat]: E.EIO,
     [ErrorCode.MetadataTooLarge]: E.E2BIG,
+    [ErrorCode.PreconditionFailed]: E.EEXIST,
     [ErrorCode.BadHandle]: E.EBADF,
     [ErrorCode.NoSpace]: E.ENOSPC,
     [ErrorCode.Busy]: E.EBUSY,

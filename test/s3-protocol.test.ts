@@ -544,6 +544,52 @@ test('versions with versioning off: each object is its one version "null"; anoth
   t.is((await head(`${b}/a`)).status, 404);
 });
 
+test('conditional writes: If-None-Match: * creates only, If-Match replaces only that version; racing creators have one winner; a failed condition stores nothing', async (t) => {
+  const b = await bucket('cond-writes');
+  const first = await put(`${b}/lock`, 'owner A', { 'if-none-match': '*' });
+  t.is(first.status, 200, first.text);
+  const second = await put(`${b}/lock`, 'owner B', { 'if-none-match': '*' });
+  t.is(second.status, 412);
+  t.is(errorCode(second), 'PreconditionFailed');
+  t.regex(second.text, /<Condition>If-None-Match<\/Condition>/);
+  t.is((await get(`${b}/lock`)).text, 'owner A');
+  t.is((await put(`${b}/lock`, 'x', { 'if-none-match': first.headers.etag! })).status, 501, 'If-None-Match takes only * on a write');
+
+  // If-Match: the current ETag (or *) replaces; another is 412; no object is 404.
+  const wrong = await put(`${b}/lock`, 'owner C', { 'if-match': '"00000000000000000000000000000000"' });
+  t.is(errorCode(wrong), 'PreconditionFailed');
+  t.regex(wrong.text, /<Condition>If-Match<\/Condition>/);
+  const replaced = await put(`${b}/lock`, 'owner A, again', { 'if-match': first.headers.etag! });
+  t.is(replaced.status, 200, replaced.text);
+  t.is((await put(`${b}/lock`, 'stale', { 'if-match': first.headers.etag! })).status, 412, 'the old ETag no longer matches');
+  t.is((await put(`${b}/lock`, 'any', { 'if-match': '*' })).status, 200);
+  t.is(errorCode(await put(`${b}/missing`, 'x', { 'if-match': '*' })), 'NoSuchKey');
+  t.is((await head(`${b}/missing`)).status, 404);
+  t.is((await get(`${b}/lock`)).text, 'any');
+
+  // Racing creators: bodies large enough that every request passes the early check before any
+  // swaps, so the engine's check at the swap decides. Exactly one wins, and its body is stored.
+  const bodies = Array.from({ length: 8 }, (_, i) => Buffer.alloc(3 * 1024 * 1024, 65 + i));
+  const results = await Promise.all(bodies.map((body) => put(`${b}/race`, body, { 'if-none-match': '*' })));
+  const winners = results.map((r, i) => (r.status === 200 ? i : -1)).filter((i) => i >= 0);
+  t.is(winners.length, 1, results.map((r) => r.status).join(' '));
+  t.true(results.every((r) => r.status === 200 || (r.status === 412 && errorCode(r) === 'PreconditionFailed')));
+  t.true((await get(`${b}/race`)).body.equals(bodies[winners[0]!]!));
+  t.deepEqual(await fsp.readdir(path.join(s3.fx.dir, '.mountd', 'tmp')).then((l) => l.filter((n) => n.startsWith('put-'))), [], 'no temp file of a loser left');
+
+  // CompleteMultipartUpload takes the same conditions.
+  const create = await s3request(s3.port, { method: 'POST', path: `${b}/lock`, query: { uploads: '' } });
+  const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(create.text)![1]!;
+  const e1 = (await s3request(s3.port, { method: 'PUT', path: `${b}/lock`, query: { partNumber: '1', uploadId }, body: 'multipart body' })).headers.etag!;
+  const doc = `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${e1}</ETag></Part></CompleteMultipartUpload>`;
+  const refused = await s3request(s3.port, { method: 'POST', path: `${b}/lock`, query: { uploadId }, headers: { 'if-none-match': '*' }, body: doc });
+  t.is(errorCode(refused), 'PreconditionFailed');
+  t.is((await get(`${b}/lock`)).text, 'any');
+  const done = await s3request(s3.port, { method: 'POST', path: `${b}/lock`, query: { uploadId }, headers: { 'if-match': (await head(`${b}/lock`)).headers.etag! }, body: doc });
+  t.is(done.status, 200, done.text);
+  t.is((await get(`${b}/lock`)).text, 'multipart body');
+});
+
 test('virtual-host-style addressing', async (t) => {
   await bucket('vhost');
   const host = `vhost.localhost:${s3.port}`;

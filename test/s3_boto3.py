@@ -68,6 +68,14 @@ for h in (s3.head_object(Bucket=bucket, Key="dir/page.html.gz"), s3.get_object(B
     assert got == {"ContentType": "text/html", "ContentEncoding": "gzip", "CacheControl": "max-age=60",
                    "ContentDisposition": 'inline; filename="page.html"', "ContentLanguage": "en", "Expires": expires}, got
 
+# Conditional writes (a lock file, as Terraform's S3 backend takes one): create-only, then replace-if-unchanged.
+lock = s3.put_object(Bucket=bucket, Key="dir/lock", Body=b"held by A", IfNoneMatch="*")
+assert error_code(lambda: s3.put_object(Bucket=bucket, Key="dir/lock", Body=b"held by B", IfNoneMatch="*")) == ("PreconditionFailed", 412)
+assert error_code(lambda: s3.put_object(Bucket=bucket, Key="dir/lock", Body=b"stale", IfMatch='"' + "0" * 32 + '"')) == ("PreconditionFailed", 412)
+s3.put_object(Bucket=bucket, Key="dir/lock", Body=b"renewed by A", IfMatch=lock["ETag"])
+assert s3.get_object(Bucket=bucket, Key="dir/lock")["Body"].read() == b"renewed by A"
+s3.delete_object(Bucket=bucket, Key="dir/lock")
+
 # Trailing checksums in aws-chunked bodies (STREAMING-UNSIGNED-PAYLOAD-TRAILER): botocore uses
 # them over HTTPS only, so make it believe the endpoint is HTTPS while it still speaks HTTP.
 real_urlparse = botocore.httpchecksum.urlparse

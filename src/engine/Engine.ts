@@ -135,6 +135,21 @@ export interface PutOptions {
   tags?: Record<string, string>;
   /** Overrides the computed MD5 ETag (multipart uploads). */
   etag?: string;
+  /**
+   * A conditional write (S3 If-None-Match / If-Match), decided atomically with the swap: 'absent'
+   * needs no object at the name; a version (from `objectVersion`) needs that very object still
+   * there, unchanged. Otherwise PreconditionFailed, and nothing is replaced.
+   */
+  expect?: 'absent' | ObjectVersion;
+}
+
+/** Which file is at a name, and which state of it: a replace or any change of content moves it. */
+export interface ObjectVersion {
+  ino: number;
+  size: number;
+  mtimeNs: bigint;
+  /** Moves with every write and attribute change, and cannot be set back (mtime can: utimens). */
+  ctimeNs: bigint;
 }
 
 export interface BucketEncryption {
@@ -461,9 +476,14 @@ export class Engine {
       // Exclusive: no open of the path may load the old file and register it after the swap.
       await this.namespace.write(async () => {
         await this.makeParents(bucket, parsed.segments.slice(0, -1));
-        const st = lstatSync(target, { throwIfNoEntry: false });
+        const st = lstatSync(target, { throwIfNoEntry: false, bigint: true });
         if (st?.isDirectory()) throw new MountdError(ErrorCode.NameConflict, `${bucket}/${key}: a directory of that name exists`);
-        await this.replaceAt(target, async () => renameSync(tmp, target));
+        await this.replaceAt(target, async () => {
+          // Under the namespace lock and the old file's mutex: nothing can replace or change it
+          // between this check and the rename.
+          if (opts.expect !== undefined) this.checkExpected(bucket, key, target, opts.expect);
+          renameSync(tmp, target);
+        });
       });
       await this.store.fsyncDir(path.dirname(target));
       ok = true;
@@ -474,6 +494,21 @@ export class Engine {
     } finally {
       if (!ok) await fsp.rm(tmp, { force: true });
     }
+  }
+
+  /**
+   * The version of the object at a name (null: none), for a conditional write's `expect`: of the
+   * committed file, what S3 reads (a mount writer's buffered bytes are not part of it yet).
+   */
+  objectVersion(bucket: string, key: string): ObjectVersion | null {
+    return versionOf(lstatSync(this.store.objectPath(bucket, key), { throwIfNoEntry: false, bigint: true }));
+  }
+
+  private checkExpected(bucket: string, key: string, target: string, expect: 'absent' | ObjectVersion): void {
+    const st = lstatSync(target, { throwIfNoEntry: false, bigint: true });
+    const now = versionOf(st);
+    const holds = expect === 'absent' ? st === undefined : now !== null && now.ino === expect.ino && now.size === expect.size && now.mtimeNs === expect.mtimeNs && now.ctimeNs === expect.ctimeNs;
+    if (!holds) throw new MountdError(ErrorCode.PreconditionFailed, `${bucket}/${key}: ${expect === 'absent' ? 'an object exists at this name' : 'the object changed since its ETag was checked'}`);
   }
 
   /**
@@ -844,7 +879,7 @@ export class Engine {
    * Joins the listed parts (ascending numbers, ETags as ListParts gives them) into the object,
    * replacing it atomically, and removes the upload.
    */
-  async completeUpload(bucket: string, key: string, uploadId: string, parts: Array<{ partNumber: number; etag: string }>, opts: { customerKey?: Uint8Array; etag?: string } = {}): Promise<{ etag: string; size: number; encryption: EncryptionInfo }> {
+  async completeUpload(bucket: string, key: string, uploadId: string, parts: Array<{ partNumber: number; etag: string }>, opts: { customerKey?: Uint8Array; etag?: string; expect?: PutOptions['expect'] } = {}): Promise<{ etag: string; size: number; encryption: EncryptionInfo }> {
     this.checkOpen();
     const u = await this.getUpload(bucket, key, uploadId);
     const { spec, meta } = await this.uploadSpec(u, opts.customerKey);
@@ -870,7 +905,7 @@ export class Engine {
         }
       }
     }
-    const result = await this.putObject(bucket, key, plaintext(), { encryption: spec, contentType: meta.contentType, headers: meta.headers, user: meta.user, tags: meta.tags, etag: opts.etag });
+    const result = await this.putObject(bucket, key, plaintext(), { encryption: spec, contentType: meta.contentType, headers: meta.headers, user: meta.user, tags: meta.tags, etag: opts.etag, expect: opts.expect });
     await fsp.rm(this.uploadDir(uploadId), { recursive: true, force: true });
     return result;
   }
@@ -1954,6 +1989,11 @@ async function* toIterable(body: AsyncIterable<Uint8Array> | Uint8Array): AsyncG
     return;
   }
   yield* body;
+}
+
+function versionOf(st: import('node:fs').BigIntStats | undefined): ObjectVersion | null {
+  if (!st || !st.isFile()) return null;
+  return { ino: Number(st.ino), size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
 }
 
 /** Regular files below a directory, as relative paths, in a stable order. */

@@ -14,6 +14,8 @@ export const ErrorCode = {
   /** Ciphertext, header or key record failed authentication: never returned as plaintext. */
   Integrity: 'ENGINE_INTEGRITY',
   UnsupportedFormat: 'ENGINE_UNSUPPORTED_FORMAT',
+  /** A conditional write whose condition did not hold when the object was to be replaced. */
+  PreconditionFailed: 'ENGINE_PRECONDITION_FAILED',
   /** An object's metadata (user metadata, tags, stored headers) does not fit its extended attributes. */
   MetadataTooLarge: 'ENGINE_METADATA_TOO_LARGE',
   BadHandle: 'ENGINE_BAD_HANDLE',

@@ -27,6 +27,8 @@ const BY_CODE: Record<ErrorCode, ErrnoName | 'ENOKEY'> = {
   [ErrorCode.InvalidArgument]: 'EINVAL',
   [ErrorCode.Integrity]: 'EIO',
   [ErrorCode.UnsupportedFormat]: 'EIO',
+  // Conditional writes are S3's; an O_EXCL create that found a file is the nearest at the mount.
+  [ErrorCode.PreconditionFailed]: 'EEXIST',
   // What setxattr(2) answers for a value too large for the file system.
   [ErrorCode.MetadataTooLarge]: 'E2BIG',
   [ErrorCode.BadHandle]: 'EBADF',

@@ -98,6 +98,9 @@ export function engineToS3(err: unknown, ctx: ErrorContext): S3Error | undefined
       return s3err.invalidArgument(err.message);
     case ErrorCode.Integrity:
       return new S3Error('XMountdObjectTampered', 500, 'The object failed its integrity check: its ciphertext or key record was damaged or tampered with.');
+    case ErrorCode.PreconditionFailed:
+      // The handler that made the condition names its header (see writeCondition); this is the fallback.
+      return s3err.preconditionFailed('If-Match');
     case ErrorCode.MetadataTooLarge:
       return s3err.metadataTooLarge();
     case ErrorCode.UnsupportedFormat:

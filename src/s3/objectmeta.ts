@@ -120,6 +120,12 @@ export function parseTaggingHeader(value: string | undefined): Record<string, st
   return validateTags(pairs);
 }
 
+/** Whether an If-Match / If-None-Match value (a list, or "*") names this quoted ETag. */
+export function etagMatches(value: string, etag: string): boolean {
+  const list = etagList(value);
+  return list.includes('*') || list.includes(etag.replace(/^"|"$/g, ''));
+}
+
 function etagList(v: string): string[] {
   return v.split(',').map((s) => s.trim().replace(/^W\//, '').replace(/^"|"$/g, ''));
 }

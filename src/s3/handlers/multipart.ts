@@ -7,7 +7,7 @@ import { s3err } from '../errors.js';
 import { checkConditions, objectEtag, parseTaggingHeader, storedHeaders, userMetadata } from '../objectmeta.js';
 import { customerKeyFrom, sseResponseHeaders, writeSpec } from '../sse.js';
 import { children, parseXml, text } from '../xml.js';
-import { headBucketOf, parseCopySource } from './objects.js';
+import { conditional, headBucketOf, parseCopySource, writeCondition } from './objects.js';
 import { refuseAclGrants } from './acl.js';
 
 /** AWS's minimum size of every part but the last. */
@@ -186,8 +186,10 @@ export async function completeMultipartUpload(ctx: S3Context, bodyLimit: number)
   const md5 = createHash('md5');
   for (const p of listed) md5.update(Buffer.from(p.etag, 'hex'));
   const etag = `${md5.digest('hex')}-${listed.length}`;
+  // A failed condition found now is a plain 412; one found at the swap goes in the 200's body.
+  const cond = await writeCondition(ctx, customerKey);
   await longRunning(ctx, uploadSse(u, customerKey), async () => {
-    const r = await call(upload(ctx), () => ctx.engine.completeUpload(ctx.bucket, ctx.key, id, listed, { customerKey, etag }));
+    const r = await conditional(cond, () => call(upload(ctx), () => ctx.engine.completeUpload(ctx.bucket, ctx.key, id, listed, { customerKey, etag, expect: cond?.expect })));
     let quoted = `"${r.etag}"`;
     if (r.encryption.kind === 'customer') quoted = objectEtag(await call(obj(ctx), () => ctx.engine.headObject(ctx.bucket, ctx.key, { customerKey })));
     return {

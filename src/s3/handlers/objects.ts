@@ -1,11 +1,12 @@
 // Object operations: Put, Get, Head, Delete, DeleteObjects, Copy, and object tagging.
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { EncryptionSpec, ObjectInfo } from '../../engine/index.js';
+import type { EncryptionSpec, ObjectInfo, PutOptions } from '../../engine/index.js';
+import { ErrorCode, MountdError } from '../../errors/index.js';
 import { readSmallBody, requestBody, type VerifiedChecksum } from '../body.js';
 import { call, header, httpDate, isoDate, longRunning, send, sendXml, type S3Context } from '../context.js';
 import { S3Error, engineToS3, internalError, s3err } from '../errors.js';
-import { checkConditions, isHeaderValue, metadataHeaders, objectEtag, parseRange, parseTaggingHeader, storedHeaders, storedResponseHeaders, userMetadata, validateTags } from '../objectmeta.js';
+import { checkConditions, etagMatches, isHeaderValue, metadataHeaders, objectEtag, parseRange, parseTaggingHeader, storedHeaders, storedResponseHeaders, userMetadata, validateTags } from '../objectmeta.js';
 import { customerKeyFrom, readKey, sseResponseHeaders, writeSpec } from '../sse.js';
 import { decodeComponent } from '../sigv4.js';
 import { children, child, parseXml, text } from '../xml.js';
@@ -45,11 +46,47 @@ export async function putObject(ctx: S3Context, bodyLimit: number): Promise<void
   const user = userMetadata(ctx.req.headers);
   const headers = storedHeaders(ctx.req.headers);
   const tags = parseTaggingHeader(header(ctx, 'x-amz-tagging'));
+  const cond = await writeCondition(ctx, spec?.kind === 'customer' ? spec.customerKey : undefined);
   const verified: VerifiedChecksum = {};
   const body = requestBody(ctx, bodyLimit, s3err.tooLarge, verified);
-  const result = await call(obj(ctx), () => ctx.engine.putObject(ctx.bucket, ctx.key, body, { encryption: spec, contentType: header(ctx, 'content-type'), headers, user, tags }));
+  const result = await conditional(cond, () => call(obj(ctx), () => ctx.engine.putObject(ctx.bucket, ctx.key, body, { encryption: spec, contentType: header(ctx, 'content-type'), headers, user, tags, expect: cond?.expect })));
   const etag = await writtenEtag(ctx, ctx.bucket, ctx.key, result.etag, spec);
   send(ctx, 200, { ETag: etag, ...sseResponseHeaders(result.encryption), ...checksumHeaders(verified) });
+}
+
+/**
+ * A conditional write (PutObject, CompleteMultipartUpload), as AWS has them since 2024:
+ * `If-None-Match: *` needs no object at the key, `If-Match: ETAG` (or `*`) needs the current
+ * object to have that ETag. Checked here, before any body is read (412 at once), and again by
+ * the engine at the moment of the swap, atomically: two writers racing with `If-None-Match: *`
+ * cannot both win. Returns what the engine is to check, and the header it comes from.
+ */
+export async function writeCondition(ctx: S3Context, customerKey: Uint8Array | undefined): Promise<{ expect: PutOptions['expect']; header: string } | undefined> {
+  const ifNoneMatch = header(ctx, 'if-none-match');
+  const ifMatch = header(ctx, 'if-match');
+  if (ifNoneMatch === undefined && ifMatch === undefined) return undefined;
+  if (ifNoneMatch !== undefined) {
+    if (ifNoneMatch.trim() !== '*') throw s3err.notImplemented('If-None-Match on a write takes only "*".');
+    if (ctx.engine.objectVersion(ctx.bucket, ctx.key) !== null) throw s3err.preconditionFailed('If-None-Match');
+    if (ifMatch !== undefined) throw s3err.noSuchKey(); // no object, so If-Match cannot hold
+    return { expect: 'absent', header: 'If-None-Match' };
+  }
+  // The version first, then the ETag: a change in between makes the engine's check fail (412), never pass.
+  const version = ctx.engine.objectVersion(ctx.bucket, ctx.key);
+  if (version === null) throw s3err.noSuchKey();
+  const info = await call(obj(ctx), () => ctx.engine.headObject(ctx.bucket, ctx.key, { customerKey }));
+  if (!etagMatches(ifMatch!, objectEtag(info))) throw s3err.preconditionFailed('If-Match');
+  return { expect: version, header: 'If-Match' };
+}
+
+/** The engine's PreconditionFailed as the 412 of the header that made the condition. */
+export async function conditional<T>(cond: { header: string } | undefined, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (cond && err instanceof MountdError && err.code === ErrorCode.PreconditionFailed) throw s3err.preconditionFailed(cond.header);
+    throw err;
+  }
 }
 
 /** Headers describing an object (GET and HEAD). */
