@@ -28,7 +28,13 @@ const ssec = {
   'x-amz-server-side-encryption-customer-key-md5': createHash('md5').update(customerKey).digest('base64'),
 };
 
-/** Files below `dir` (no FUSE mount: -xdev) changed since `since`, skipping `skip`. */
+/**
+ * Files below `dir` (no FUSE mount: -xdev) changed since `since`, skipping `skip`. A directory
+ * that has not changed since then is not entered: nothing was created directly in it, and what a
+ * daemon leaves in a temp directory is in it directly or in directories it made (new ones).
+ * Only a file written into an existing tree deeper down would be missed. This keeps the walk of
+ * a shared temp directory (other projects' trees, node_modules) to what this run could have made.
+ */
 async function newFiles(dir: string, since: number, skip: string[]): Promise<string[]> {
   const out: string[] = [];
   // One file system, as find -xdev: the temp dir also holds the live FUSE mounts of test files
@@ -41,7 +47,9 @@ async function newFiles(dir: string, since: number, skip: string[]): Promise<str
       if (skip.some((s) => p === s || p.startsWith(s + path.sep))) continue;
       const st = await fsp.lstat(p).catch(() => null);
       if (!st || st.dev !== dev) continue;
-      if (e.isDirectory()) await walk(p);
+      if (e.isDirectory()) {
+        if (st.mtimeMs >= since - 1000 || st.ctimeMs >= since - 1000) await walk(p);
+      }
       else if (e.isFile() && st.ctimeMs >= since - 1000) out.push(p);
     }
   };
