@@ -464,7 +464,14 @@ export class Engine {
       let n = 0;
       for await (const chunk of toIterable(body)) n += chunk.length;
       if (n > 0) throw new MountdError(ErrorCode.InvalidArgument, 'a directory marker (key ending in "/") must be empty');
-      await this.namespace.read(() => this.makeParents(bucket, parsed.segments));
+      // A marker is there when its directory is: If-None-Match: * is decided atomically with the mkdir.
+      const expectAbsent = opts.expect === 'absent';
+      await (expectAbsent ? this.namespace.write.bind(this.namespace) : this.namespace.read.bind(this.namespace))(async () => {
+        if (expectAbsent && lstatSync(target, { throwIfNoEntry: false })?.isDirectory()) {
+          throw new MountdError(ErrorCode.PreconditionFailed, `${bucket}/${key}: an object exists at this name`);
+        }
+        await this.makeParents(bucket, parsed.segments);
+      });
       await this.announce([{ bucket, key, gone: false }]);
       return { etag: EMPTY_MD5, size: 0, encryption: { kind: 'default', algorithm: 'AES-256-GCM', formatVersion: FORMAT_VERSION, fileId: '' } };
     }
@@ -1299,6 +1306,14 @@ export class Engine {
         const open = this.files.get(path.join(from, rel));
         const record = open ? open.record : await this.readRecord(path.join(from, rel), `${fromBucket}/${fk}`);
         const next = await this.keys.reseal(record, { bucket: fromBucket, key: fk }, { bucket: toBucket, key: tk });
+        // The record grows with the new name, the sealed metadata stays: both must still fit in
+        // the attribute block, or setxattr fails after the move (ENOSPC) and leaves the file
+        // unreadable, with a journal that cannot be replayed either.
+        const metaBytes = (await this.store.getXattr(path.join(from, rel), META_XATTR))?.length ?? 0;
+        const recordBytes = encodeRecord(next).length;
+        if (metaBytes + recordBytes > XATTR_BUDGET) {
+          throw new MountdError(ErrorCode.MetadataTooLarge, `${toBucket}/${tk}: the ${metaBytes}-byte sealed metadata does not fit beside the ${recordBytes}-byte key record of the new name in ${XATTR_BUDGET} bytes`);
+        }
         entries.push({ rel, record: encodeRecord(next).toString('base64') });
         if (++done % 1000 === 0) this.log.info(`rename ${fromBucket}/${fromKey}: re-sealed ${done}/${rels.length} files (${Math.round(done / ((Date.now() - started) / 1000 || 1))}/s)`);
       }
@@ -1331,23 +1346,42 @@ export class Engine {
     });
   }
 
-  private async applyIntent(intent: RenameIntent): Promise<void> {
+  /**
+   * Writes every entry's new key record. `onError` (at start-up) takes an entry that failed and
+   * goes on with the others; without it the first failure is thrown.
+   */
+  private async applyIntent(intent: RenameIntent, onError?: (entry: RenameIntent['entries'][number], err: unknown) => void): Promise<void> {
     const to = this.store.objectPath(intent.to.bucket, intent.to.key);
     for (const e of intent.entries) {
       const p = e.rel === '' ? to : path.join(to, e.rel);
-      const exists = await fsp.lstat(p).catch(() => null);
-      if (exists?.isFile()) await this.store.setXattr(p, KEY_RECORD_XATTR, Buffer.from(e.record, 'base64'));
+      try {
+        const exists = await fsp.lstat(p).catch(() => null);
+        if (exists?.isFile()) await this.store.setXattr(p, KEY_RECORD_XATTR, Buffer.from(e.record, 'base64'));
+      } catch (err) {
+        if (!onError) throw err;
+        onError(e, err);
+      }
     }
   }
 
+  /**
+   * Finishes renames a crash interrupted. A file whose new record cannot be written (a disk
+   * error, say) does not keep the daemon from starting: it is logged, reads as EIO meanwhile, and
+   * its entry is kept in `DATA/.mountd/journal/ID.failed`, which the next start tries again.
+   */
   private async replayJournal(): Promise<void> {
     for (const { id, intent } of await this.journal.pending()) {
       const from = this.store.objectPath(intent.from.bucket, intent.from.key);
       const to = this.store.objectPath(intent.to.bucket, intent.to.key);
       if (await fsp.lstat(from).catch(() => null)) await fsp.rename(from, to);
-      await this.applyIntent(intent);
+      const failed: RenameIntent['entries'] = [];
+      await this.applyIntent(intent, (e, err) => {
+        failed.push(e);
+        this.log.error(`an interrupted rename to ${intent.to.bucket}/${intent.to.key}: the key record of ${e.rel || '(the file itself)'} could not be written (${(err as Error).message}); it reads as EIO until a later start writes it`);
+      });
+      if (failed.length > 0) await this.journal.keepFailed(id, { ...intent, entries: failed });
       await this.journal.remove(id);
-      this.log.info(`finished an interrupted rename of ${intent.from.bucket}/${intent.from.key} to ${intent.to.bucket}/${intent.to.key} (${intent.entries.length} files)`);
+      this.log.info(`finished an interrupted rename of ${intent.from.bucket}/${intent.from.key} to ${intent.to.bucket}/${intent.to.key} (${intent.entries.length - failed.length} of ${intent.entries.length} files)`);
     }
   }
 
@@ -1504,6 +1538,8 @@ export class Engine {
         statOrNull: (b, k) => this.statOrNull(b, k),
         readlink: (b, k) => this.readlink(b, k),
         getObject: (b, k) => this.getObject(b, k),
+        // An empty file's one package is never read by a GET: authenticate it (and so the header).
+        checkEmpty: (b, k) => this.withFile(b, k, undefined, (f) => f.authenticatePackage(0)),
       },
       opts,
     );

@@ -149,6 +149,17 @@ export class OpenFile {
     return this.oek;
   }
 
+  /** Authenticates package `index` as stored (unless a write buffered it): `mountctl verify` of an empty file. */
+  async authenticatePackage(index: number): Promise<void> {
+    if (this.dirty.has(index) || index >= packageCount(this.diskSize)) return;
+    const oek = this.requireKey();
+    const plainLength = packagePlaintextLength(this.diskSize, index);
+    const sealed = Buffer.alloc(plainLength + PACKAGE_OVERHEAD);
+    const got = (await this.fh.read(sealed, 0, sealed.length, packageOffset(index))).bytesRead;
+    if (got !== sealed.length) throw new MountdError(ErrorCode.Integrity, `${this.bucket}/${this.key}: package ${index} is truncated`);
+    this.openPackage(oek, index, index === packageCount(this.diskSize) - 1, sealed, Buffer.alloc(plainLength));
+  }
+
   /** Reads into `into` when given (its length bounds the read), else into a new buffer; returns the bytes read. */
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     if (into) length = Math.min(length, into.length);

@@ -32,12 +32,29 @@ export class RenameJournal {
     return id;
   }
 
+  /**
+   * Keeps entries whose record could not be written at start-up under `ID.failed`; the next
+   * start offers them again (as a pending intent whose move is done).
+   */
+  async keepFailed(id: string, intent: RenameIntent): Promise<void> {
+    const p = path.join(this.store.journalDir, `${id}.failed`);
+    await fsp.writeFile(p, JSON.stringify(intent), { mode: 0o600 });
+    await this.store.fsyncDir(this.store.journalDir);
+  }
+
   async remove(id: string): Promise<void> {
     await fsp.rm(path.join(this.store.journalDir, `${id}.json`), { force: true });
   }
 
   /** Intents left by a daemon that stopped in the middle, oldest first. */
   async pending(): Promise<Array<{ id: string; intent: RenameIntent }>> {
+    const all = await fsp.readdir(this.store.journalDir);
+    // Entries kept from an earlier start go first, back under .json: tried again like any intent.
+    for (const n of all.filter((x) => x.endsWith('.failed'))) {
+      const id = n.slice(0, -'.failed'.length);
+      if (!all.includes(`${id}.json`)) await fsp.rename(path.join(this.store.journalDir, n), path.join(this.store.journalDir, `${id}.json`));
+      else await fsp.rm(path.join(this.store.journalDir, n), { force: true });
+    }
     const names = (await fsp.readdir(this.store.journalDir)).filter((n) => n.endsWith('.json')).sort();
     const out: Array<{ id: string; intent: RenameIntent }> = [];
     for (const n of names) {

@@ -187,9 +187,9 @@ export async function completeMultipartUpload(ctx: S3Context, bodyLimit: number)
   for (const p of listed) md5.update(Buffer.from(p.etag, 'hex'));
   const etag = `${md5.digest('hex')}-${listed.length}`;
   // A failed condition found now is a plain 412; one found at the swap goes in the 200's body.
-  const cond = await writeCondition(ctx, customerKey);
+  const cond = await writeCondition(ctx);
   await longRunning(ctx, uploadSse(u, customerKey), async () => {
-    const r = await conditional(cond, () => call(upload(ctx), () => ctx.engine.completeUpload(ctx.bucket, ctx.key, id, listed, { customerKey, etag, expect: cond?.expect })));
+    const r = await call(upload(ctx), () => conditional(cond, () => ctx.engine.completeUpload(ctx.bucket, ctx.key, id, listed, { customerKey, etag, expect: cond?.expect })));
     let quoted = `"${r.etag}"`;
     if (r.encryption.kind === 'customer') quoted = objectEtag(await call(obj(ctx), () => ctx.engine.headObject(ctx.bucket, ctx.key, { customerKey })));
     return {

@@ -46,10 +46,10 @@ export async function putObject(ctx: S3Context, bodyLimit: number): Promise<void
   const user = userMetadata(ctx.req.headers);
   const headers = storedHeaders(ctx.req.headers);
   const tags = parseTaggingHeader(header(ctx, 'x-amz-tagging'));
-  const cond = await writeCondition(ctx, spec?.kind === 'customer' ? spec.customerKey : undefined);
+  const cond = await writeCondition(ctx);
   const verified: VerifiedChecksum = {};
   const body = requestBody(ctx, bodyLimit, s3err.tooLarge, verified);
-  const result = await conditional(cond, () => call(obj(ctx), () => ctx.engine.putObject(ctx.bucket, ctx.key, body, { encryption: spec, contentType: header(ctx, 'content-type'), headers, user, tags, expect: cond?.expect })));
+  const result = await call(obj(ctx), () => conditional(cond, () => ctx.engine.putObject(ctx.bucket, ctx.key, body, { encryption: spec, contentType: header(ctx, 'content-type'), headers, user, tags, expect: cond?.expect })));
   const etag = await writtenEtag(ctx, ctx.bucket, ctx.key, result.etag, spec);
   send(ctx, 200, { ETag: etag, ...sseResponseHeaders(result.encryption), ...checksumHeaders(verified) });
 }
@@ -61,22 +61,54 @@ export async function putObject(ctx: S3Context, bodyLimit: number): Promise<void
  * the engine at the moment of the swap, atomically: two writers racing with `If-None-Match: *`
  * cannot both win. Returns what the engine is to check, and the header it comes from.
  */
-export async function writeCondition(ctx: S3Context, customerKey: Uint8Array | undefined): Promise<{ expect: PutOptions['expect']; header: string } | undefined> {
+export async function writeCondition(ctx: S3Context): Promise<{ expect: PutOptions['expect']; header: string } | undefined> {
   const ifNoneMatch = header(ctx, 'if-none-match');
   const ifMatch = header(ctx, 'if-match');
   if (ifNoneMatch === undefined && ifMatch === undefined) return undefined;
   if (ifNoneMatch !== undefined) {
     if (ifNoneMatch.trim() !== '*') throw s3err.notImplemented('If-None-Match on a write takes only "*".');
-    if (ctx.engine.objectVersion(ctx.bucket, ctx.key) !== null) throw s3err.preconditionFailed('If-None-Match');
+    if (ctx.engine.objectVersion(ctx.bucket, ctx.key) !== null || (await markerExists(ctx))) throw s3err.preconditionFailed('If-None-Match');
     if (ifMatch !== undefined) throw s3err.noSuchKey(); // no object, so If-Match cannot hold
     return { expect: 'absent', header: 'If-None-Match' };
+  }
+  if (ctx.key.endsWith('/')) {
+    // A directory marker: there or not, its ETag is always the empty MD5; writing it again changes nothing.
+    if (!(await markerExists(ctx))) throw s3err.noSuchKey();
+    if (!etagMatches(ifMatch!, '"d41d8cd98f00b204e9800998ecf8427e"')) throw s3err.preconditionFailed('If-Match');
+    return undefined;
   }
   // The version first, then the ETag: a change in between makes the engine's check fail (412), never pass.
   const version = ctx.engine.objectVersion(ctx.bucket, ctx.key);
   if (version === null) throw s3err.noSuchKey();
-  const info = await call(obj(ctx), () => ctx.engine.headObject(ctx.bucket, ctx.key, { customerKey }));
-  if (!etagMatches(ifMatch!, objectEtag(info))) throw s3err.preconditionFailed('If-Match');
+  if (!etagMatches(ifMatch!, await currentEtag(ctx))) throw s3err.preconditionFailed('If-Match');
   return { expect: version, header: 'If-Match' };
+}
+
+/**
+ * The ETag HEAD would show for the object at the key, without any customer key: an SSE-C
+ * object's ETag is opaque (file id and size, nothing secret), and AWS compares it without one.
+ */
+async function currentEtag(ctx: S3Context): Promise<string> {
+  try {
+    return objectEtag(await ctx.engine.headObject(ctx.bucket, ctx.key));
+  } catch (err) {
+    if (!(err instanceof MountdError) || err.code !== ErrorCode.CustomerKeyRequired) throw engineToS3(err, obj(ctx)) ?? err;
+  }
+  const enc = await call(obj(ctx), () => ctx.engine.encryptionInfo(ctx.bucket, ctx.key));
+  const st = await call(obj(ctx), () => ctx.engine.stat(ctx.bucket, ctx.key));
+  return objectEtag({ meta: { user: {} }, size: st.size, mtimeMs: st.mtimeMs, encryption: enc });
+}
+
+/** Whether the key is a directory marker that exists (objectVersion sees files only). */
+async function markerExists(ctx: S3Context): Promise<boolean> {
+  if (!ctx.key.endsWith('/')) return false;
+  return ctx.engine.headObject(ctx.bucket, ctx.key).then(
+    () => true,
+    (err) => {
+      if (err instanceof MountdError && err.code === ErrorCode.NotFound) return false;
+      throw err;
+    },
+  );
 }
 
 /** The engine's PreconditionFailed as the 412 of the header that made the condition. */
@@ -259,6 +291,8 @@ export async function copyObject(ctx: S3Context): Promise<void> {
   const user = metaDirective === 'REPLACE' ? userMetadata(ctx.req.headers) : info.meta.user;
   const headers = metaDirective === 'REPLACE' ? storedHeaders(ctx.req.headers) : info.meta.headers;
   const tags = tagDirective === 'REPLACE' ? parseTaggingHeader(header(ctx, 'x-amz-tagging')) : info.meta.tags;
+  // If-None-Match / If-Match name the destination, as on PutObject (AWS takes them on CopyObject too).
+  const cond = await writeCondition(ctx);
   const self = src.bucket === ctx.bucket && src.key === ctx.key;
   const early = spec ? sseResponseHeaders(spec.kind === 'named' ? { kind: 'named', keyName: spec.keyName } : spec.kind === 'customer' ? { kind: 'customer' } : { kind: 'default' }) : {};
 
@@ -274,7 +308,7 @@ export async function copyObject(ctx: S3Context): Promise<void> {
 
   await longRunning(ctx, early, async () => {
     const got = await call({ resource: 'object', key: src.key }, () => ctx.engine.getObject(src.bucket, src.key, { customerKey: sourceKey }));
-    const result = await call(obj(ctx), () => ctx.engine.putObject(ctx.bucket, ctx.key, got.body, { encryption: spec, contentType, headers, user, tags })).finally(() => got.body.destroy());
+    const result = await call(obj(ctx), () => conditional(cond, () => ctx.engine.putObject(ctx.bucket, ctx.key, got.body, { encryption: spec, contentType, headers, user, tags, expect: cond?.expect }))).finally(() => got.body.destroy());
     const etag = await writtenEtag(ctx, ctx.bucket, ctx.key, result.etag, spec);
     return { root: 'CopyObjectResult', node: { LastModified: isoDate(Date.now()), ETag: etag }, headers: sseResponseHeaders(result.encryption) };
   });
