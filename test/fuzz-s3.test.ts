@@ -1,6 +1,8 @@
 // Seeded fuzzing of a real mountd S3 listener for a bounded time (FUZZ_SECONDS, default 12; FUZZ_SEED reproduces):
 // mutated authorization, paths and keys with "..", "%2e%2e", "%2F", NUL and overlong segments, huge headers,
-// bad ranges and dates, malformed XML, broken aws-chunked bodies, broken HTTP. Every request gets an answer
+// bad ranges and dates, malformed XML, broken aws-chunked bodies, broken HTTP, and the later API surface
+// (ACLs, bucket settings, versions and versionId, conditional writes, stored and response-* headers,
+// object ownership). Every request gets an answer
 // (never a hang), never a 5xx; the daemon keeps serving (a known-good request after every batch); afterwards
 // no file exists outside the data directory and nothing unexpected inside it.
 //
@@ -59,8 +61,63 @@ function bucketPart(rng: Rng): string {
 }
 
 function makeCase(rng: Rng, port: number, n: number, uploadId: string): Case {
-  const family = rng.pick(['auth', 'path', 'headers', 'range', 'xml', 'chunked', 'http', 'presign']);
+  const family = rng.pick(['auth', 'path', 'headers', 'range', 'xml', 'chunked', 'http', 'presign', 'api']);
   switch (family) {
+    case 'api': {
+      // The later API surface: ACLs, bucket settings, versions, conditional writes, stored and response headers.
+      const pick = rng.int(7);
+      const key = `/fuzz/${ESCAPE_MARK}-a-${n % 13}`;
+      const word = () => rng.pick(['', '*', 'null', '..', '%00', '"x"', '\u0001', 'private', 'public-read', 'bucket-owner-full-control', rng.word(1 + rng.int(300))]);
+      let method = 'GET';
+      let p = key;
+      let query: Array<[string, string]> = [];
+      const headers: Array<[string, string]> = [];
+      let body: Buffer | undefined;
+      if (pick === 0) {
+        method = rng.pick(['GET', 'PUT']);
+        p = rng.pick([key, '/fuzz', '/fuzz/known.txt']);
+        query = [['acl', '']];
+        if (method === 'PUT') {
+          if (rng.chance(0.5)) headers.push([rng.pick(['x-amz-acl', 'x-amz-grant-read', 'x-amz-grant-full-control']), word()]);
+          else body = mutate(rng, Buffer.from('<AccessControlPolicy><Owner><ID>mountd</ID></Owner><AccessControlList><Grant><Grantee><ID>mountd</ID></Grantee><Permission>FULL_CONTROL</Permission></Grant></AccessControlList></AccessControlPolicy>'));
+        }
+      } else if (pick === 1) {
+        method = rng.pick(['GET', 'DELETE', 'PUT']);
+        p = rng.pick(['/fuzz', `/${ESCAPE_MARK}-nb`]);
+        query = [[rng.pick(['policy', 'cors', 'lifecycle', 'tagging', 'website', 'replication', 'object-lock', 'logging', 'notification', 'requestPayment', 'accelerate', 'ownershipControls', 'publicAccessBlock']), '']];
+        if (method === 'PUT') body = Buffer.from(rng.word(rng.int(200)));
+      } else if (pick === 2) {
+        p = '/fuzz';
+        query = [['versions', '']];
+        for (const q of ['key-marker', 'version-id-marker', 'max-keys', 'prefix', 'delimiter', 'encoding-type']) if (rng.chance(0.4)) query.push([q, rng.pick(['0', '1', '-1', '1001', 'null', 'x', '..', '%2F', 'url', ''])]);
+      } else if (pick === 3) {
+        method = rng.pick(['GET', 'HEAD', 'DELETE', 'PUT']);
+        p = rng.pick([key, '/fuzz/known.txt']);
+        query = [['versionId', word()]];
+        if (method === 'PUT') body = Buffer.from('versioned?');
+      } else if (pick === 4) {
+        method = 'PUT';
+        headers.push([rng.pick(['if-none-match', 'if-match']), rng.pick(['*', '"x"', '', 'W/"x"', '"d41d8cd98f00b204e9800998ecf8427e"', rng.word(40)])]);
+        if (rng.chance(0.3)) headers.push(['x-amz-copy-source', rng.pick(['/fuzz/known.txt', '/fuzz/known.txt?versionId=null', '/fuzz/known.txt?versionId=x', '/fuzz/known.txt?x=1'])]);
+        else body = Buffer.from(`conditional ${n}`);
+        p = rng.pick([key, `/fuzz/${ESCAPE_MARK}-dir-${n % 5}/`]);
+      } else if (pick === 5) {
+        method = rng.pick(['PUT', 'GET']);
+        if (method === 'PUT') {
+          for (const h of ['cache-control', 'content-disposition', 'content-encoding', 'content-language', 'expires']) if (rng.chance(0.5)) headers.push([h, rng.pick([rng.word(1 + rng.int(3000)), 'aws-chunked', 'gzip, aws-chunked', ' ', '\t'])]);
+          body = Buffer.from('stored headers');
+        } else {
+          p = '/fuzz/known.txt';
+          query = [[rng.pick(['response-content-disposition', 'response-cache-control', 'response-content-encoding', 'response-expires']), rng.pick(['%E6%97%A5', '%00', '%0d%0a', 'ok', '%FF', rng.word(50)])]];
+        }
+      } else {
+        method = 'PUT';
+        p = `/${ESCAPE_MARK}-own-${n % 5}`;
+        headers.push([rng.pick(['x-amz-object-ownership', 'x-amz-acl']), rng.pick(['BucketOwnerEnforced', 'ObjectWriter', 'BucketOwnerPreferred', 'private', 'public-read-write', rng.word(20)])]);
+      }
+      const s = signed(port, method, p, { query, headers: headers.map(([k, v]) => [k, v.replace(/[\r\n]/g, '')] as [string, string]), body });
+      return { family, data: rawRequest(method, s.target, s.headers, s.body), head: method === 'HEAD' };
+    }
     case 'auth': {
       const s = signed(port, rng.pick(['GET', 'PUT', 'HEAD']), '/fuzz/known.txt', { body: rng.chance(0.5) ? Buffer.from('x') : undefined });
       const i = rng.int(s.headers.length - 2);
