@@ -35,13 +35,13 @@ enum {
   OP_LOOKUP = 1, OP_FORGET, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_UNLINK,
   OP_RMDIR, OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE,
   OP_FSYNC, OP_OPENDIR, OP_READDIR, OP_RELEASEDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR,
-  OP_LISTXATTR, OP_REMOVEXATTR, OP_CREATE, OP_UNMOUNTED, OP_COUNT
+  OP_LISTXATTR, OP_REMOVEXATTR, OP_CREATE, OP_FALLOCATE, OP_UNMOUNTED, OP_COUNT
 };
 static const char *OP_NAMES[OP_COUNT] = {
   NULL, "lookup", "forget", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink",
   "rmdir", "symlink", "rename", "link", "open", "read", "write", "flush", "release",
   "fsync", "opendir", "readdir", "releasedir", "statfs", "setxattr", "getxattr",
-  "listxattr", "removexattr", "create", "unmounted"
+  "listxattr", "removexattr", "create", "fallocate", "unmounted"
 };
 
 // Scratch layout (Float64Array): attributes at 0..12, statfs at 0..10.
@@ -260,6 +260,12 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   dispatch(s, OP_CREATE, req, parent, 3, a);
 }
 
+static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  struct session *s = S(req);
+  napi_value a[4] = { num(s->env, mode), num(s->env, (double)offset), num(s->env, (double)length), num(s->env, fhv(fi)) };
+  dispatch(s, OP_FALLOCATE, req, ino, 4, a);
+}
+
 static struct fuse_lowlevel_ops OPS = {
   .lookup = ll_lookup, .forget = ll_forget, .getattr = ll_getattr, .setattr = ll_setattr,
   .readlink = ll_readlink, .mknod = ll_mknod, .mkdir = ll_mkdir, .unlink = ll_unlink,
@@ -268,6 +274,7 @@ static struct fuse_lowlevel_ops OPS = {
   .fsync = ll_fsync, .opendir = ll_opendir, .readdir = ll_readdir, .releasedir = ll_releasedir,
   .statfs = ll_statfs, .setxattr = ll_setxattr, .getxattr = ll_getxattr,
   .listxattr = ll_listxattr, .removexattr = ll_removexattr, .create = ll_create,
+  .fallocate = ll_fallocate,
 };
 
 // ---- the event loop side --------------------------------------------------------------------

@@ -209,6 +209,31 @@ fuseTest('find, du, df and stat', async (t) => {
   t.is(await sh(`stat -c '%F %N' ${b}/t/link`), `symbolic link '${b}/t/link' -> 'a/b/c/deep.txt'\n`);
 });
 
+fuseTest('fallocate: growing writes zeros, punch-hole and zero-range read back as zeros, keep-size past the end is refused; posix_fallocate works (fuse-native: EOPNOTSUPP, and glibc falls back)', async (t) => {
+  const b = await bucket(t, 'falloc-test');
+  const lowLevel = (process.env.MOUNTD_FUSE_BINDING || 'lowlevel') === 'lowlevel';
+  // posix_fallocate works on either binding (glibc writes zeros itself where fallocate is EOPNOTSUPP).
+  t.is(await sh(`python3 -c "import os; fd=os.open('${b}/posix', os.O_CREAT|os.O_RDWR); os.posix_fallocate(fd, 0, 300000); print(os.fstat(fd).st_size)"`), '300000\n');
+  t.is(await sh(`head -c 300000 /dev/zero | cmp - ${b}/posix && echo same`), 'same\n');
+  const grow = await run('fallocate', ['-l', '1048576', `${b}/grown`]);
+  if (!lowLevel) {
+    t.regex(grow.stderr, /Operation not supported/, 'fuse-native has no fallocate');
+    return;
+  }
+  t.is(grow.code, 0, grow.stderr);
+  t.is((await fsp.stat(`${b}/grown`)).size, 1048576);
+  t.is(await sh(`head -c 1048576 /dev/zero | cmp - ${b}/grown && echo same`), 'same\n');
+  await fsp.writeFile(`${b}/punched`, 'abcdefghijklmnopqrstuvwxyz');
+  t.is((await run('fallocate', ['-p', '-o', '5', '-l', '10', `${b}/punched`])).code, 0);
+  t.deepEqual(await fsp.readFile(`${b}/punched`), Buffer.concat([Buffer.from('abcde'), Buffer.alloc(10), Buffer.from('pqrstuvwxyz')]));
+  await fsp.writeFile(`${b}/zeroed`, 'abcdefghij');
+  t.is((await run('fallocate', ['-z', '-o', '8', '-l', '10', `${b}/zeroed`])).code, 0);
+  t.deepEqual(await fsp.readFile(`${b}/zeroed`), Buffer.concat([Buffer.from('abcdefgh'), Buffer.alloc(10)]), 'zero-range past the end grows the file');
+  t.regex((await run('fallocate', ['-n', '-l', '10M', `${b}/zeroed`])).stderr, /keep size mode is unsupported/, 'keep-size past the end cannot be honoured (EOPNOTSUPP)');
+  t.is((await run('fallocate', ['-n', '-l', '10', `${b}/zeroed`])).code, 0, 'keep-size within the file has nothing to do');
+  t.is((await fsp.stat(`${b}/zeroed`)).size, 18);
+});
+
 fuseTest('setfattr and getfattr: user.* round-trips; other namespaces are not supported', async (t) => {
   const b = await bucket(t, 'xattr-test');
   await sh(`echo data > ${b}/f`);

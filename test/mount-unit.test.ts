@@ -18,7 +18,7 @@ function recorder(): Logger & { lines: string[] } {
 test('the FUSE operations table is pinned: adding or dropping an operation is deliberate', (t) => {
   t.deepEqual(
     [...FUSE_OPERATION_NAMES],
-    ['getattr', 'readdir', 'statfs', 'mkdir', 'rmdir', 'create', 'open', 'read', 'write', 'flush', 'fsync', 'release', 'truncate', 'ftruncate', 'unlink', 'rename', 'link', 'symlink', 'readlink', 'chmod', 'chown', 'utimens', 'setxattr', 'getxattr', 'listxattr', 'removexattr'],
+    ['getattr', 'readdir', 'statfs', 'mkdir', 'rmdir', 'create', 'open', 'read', 'write', 'flush', 'fsync', 'release', 'truncate', 'ftruncate', 'unlink', 'rename', 'link', 'symlink', 'readlink', 'chmod', 'chown', 'utimens', 'setxattr', 'getxattr', 'listxattr', 'removexattr', 'fallocate'],
   );
 });
 

@@ -67,6 +67,8 @@ export interface FuseOperations {
   getxattr(path: string, name: string, position: number, cb: (err: number, value?: Buffer | null) => void): void;
   listxattr(path: string, cb: (err: number, names?: string[]) => void): void;
   removexattr(path: string, name: string, cb: Done): void;
+  /** fallocate(2) through a handle. Our low-level binding only: fuse-native has no such operation. */
+  fallocate(path: string, fd: number, mode: number, offset: number, length: number, cb: Done): void;
 }
 
 export interface FuseOptions {

@@ -768,6 +768,15 @@ export class LowLevelMount {
       this.attr(req, node, fh);
     });
 
+    on<number, number, number, number>(o.fallocate, (req, node, mode, offset, length, fh) => {
+      if (node.stale && fh < 0) return this.n.replyErr(req, E.ESTALE);
+      ops.fallocate(this.pathOf(node), fh, mode, offset, length, (err) => {
+        // Buffered like a write: the flush commits it and moves the file's times.
+        if (err === 0) node.wroteSinceCommit = true;
+        this.err(req, err);
+      });
+    });
+
     on<number, number>(o.setattr, (req, node, toSet, fh) => {
       // The new values are in the scratch only until this call returns.
       const mode = scratch[1]!;

@@ -36,9 +36,17 @@ export const FUSE_OPERATION_NAMES = [
   'getxattr',
   'listxattr',
   'removexattr',
+  // Low-level binding only (fuse-native ignores it; the kernel then answers EOPNOTSUPP).
+  'fallocate',
 ] as const satisfies ReadonlyArray<keyof FuseOperations>;
 
 const { S_IFDIR, S_IFREG, S_IFLNK, O_TRUNC, O_APPEND } = fsConstants;
+/** fallocate(2) modes (linux/falloc.h). */
+const FALLOC_KEEP_SIZE = 0x01;
+const FALLOC_PUNCH_HOLE = 0x02;
+const FALLOC_ZERO_RANGE = 0x10;
+/** Zeros written by PUNCH_HOLE and ZERO_RANGE, a package-aligned 1 MiB at a time. */
+const ZEROS = Buffer.alloc(1024 * 1024);
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const USER_XATTR = 'user.';
@@ -388,6 +396,32 @@ export function makeOperations({ engine, handles, log, lowLevel = false }: Opera
 
     ftruncate(p, fd, size, cb) {
       doneSetattr('ftruncate', p, cb, () => engine.ftruncate(fd, size));
+    },
+
+    /**
+     * fallocate(2). The format has no holes: every byte below the size is a sealed package on
+     * disk, so space below the end is always allocated, and growing the file writes sealed
+     * zeros (as a truncate up does). Mode 0 grows the file; KEEP_SIZE within the size has
+     * nothing to do, beyond it there is no way to allocate without growing (EOPNOTSUPP);
+     * PUNCH_HOLE and ZERO_RANGE write zeros over the range (reads give zeros; no space is freed).
+     */
+    fallocate(p, fd, mode, offset, length, cb) {
+      done('fallocate', p, cb, async () => {
+        if ((mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) !== 0) throw refuse('EOPNOTSUPP');
+        if (offset < 0 || length <= 0) throw refuse('EINVAL');
+        const size = engine.handleSize(fd);
+        const end = offset + length;
+        if ((mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) !== 0) {
+          for (let at = offset, stop = Math.min(end, size); at < stop; ) at += await engine.write(fd, at, ZEROS.subarray(0, Math.min(ZEROS.length, stop - at)));
+          if ((mode & FALLOC_KEEP_SIZE) === 0 && end > size) await engine.ftruncate(fd, end);
+          return;
+        }
+        if ((mode & FALLOC_KEEP_SIZE) !== 0) {
+          if (end > size) throw refuse('EOPNOTSUPP');
+          return;
+        }
+        if (end > size) await engine.ftruncate(fd, end);
+      });
     },
 
     unlink(p, cb) {
