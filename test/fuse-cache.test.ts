@@ -112,6 +112,25 @@ fuseTest('a write through another descriptor is seen at once by a reader holding
   t.is(await sh(`head -c 5002 ${f} | tail -c 3`), 'aZZ');
 });
 
+fuseTest('fallocate through another descriptor (punch-hole, zero-range, growth) is seen at once by a reader holding cached pages', async (t) => {
+  const { fx } = t.context;
+  const f = await fileWith(fx, 'cache-falloc', 'f.bin', Buffer.alloc(20_000, 'a'));
+  const holder = startFdHolder();
+  t.teardown(() => holder.close());
+  const r = (await holder.send(`open ${f}`)).split(' ')[1];
+  t.is(await holder.send(`pread ${r} 20000 0`), `ok ${Buffer.alloc(20_000, 'a').toString('hex')}`);
+  const w = (await holder.send(`open ${f} rw`)).split(' ')[1];
+  t.is((await run('fallocate', ['-p', '-o', '5000', '-l', '100', f])).code, 0);
+  t.is(await holder.send(`pread ${r} 4 4998`), `ok ${Buffer.from([0x61, 0x61, 0, 0]).toString('hex')}`, 'punched');
+  t.is((await run('fallocate', ['-z', '-o', '12000', '-l', '10', f])).code, 0);
+  t.is(await holder.send(`pread ${r} 4 11998`), `ok ${Buffer.from([0x61, 0x61, 0, 0]).toString('hex')}`, 'zeroed');
+  t.is((await run('fallocate', ['-l', '30000', f])).code, 0);
+  t.is(await holder.send(`fstat ${r}`), 'ok 30000', 'grown');
+  t.is(await holder.send(`pread ${r} 4 19998`), `ok ${Buffer.from([0x61, 0x61, 0, 0]).toString('hex')}`);
+  for (const fd of [r, w]) t.is(await holder.send(`close ${fd}`), 'ok ');
+  t.is(await sh(`head -c 5002 ${f} | tail -c 3 | od -An -c | tr -d ' '`), 'a\\0\\0\n');
+});
+
 fuseTest('an S3 PUT that grows a file the kernel has fresh attributes of: a new open reads all of it', async (t) => {
   const { fx } = t.context;
   const f = await fileWith(fx, 'cache-s3', 'obj', Buffer.from('short\n'));

@@ -771,9 +771,23 @@ export class LowLevelMount {
     on<number, number, number, number>(o.fallocate, (req, node, mode, offset, length, fh) => {
       if (node.stale && fh < 0) return this.n.replyErr(req, E.ESTALE);
       ops.fallocate(this.pathOf(node), fh, mode, offset, length, (err) => {
-        // Buffered like a write: the flush commits it and moves the file's times.
-        if (err === 0) node.wroteSinceCommit = true;
-        this.err(req, err);
+        if (this.closed) return;
+        if (err !== 0) return this.err(req, err);
+        // As a write (see there): buffered until the flush, the kernel's size moves with it
+        // (FALLOC_FL_KEEP_SIZE = 1 keeps it), and pages other readers cached go before the answer.
+        if ((mode & 1) === 0 && node.size >= 0 && offset + length > node.size) node.size = offset + length;
+        node.wroteSinceCommit = true;
+        node.attrsSinceWrite = false;
+        if (node.cached === 0) return this.n.replyErr(req, 0);
+        this.invalidate([node.id]).then(
+          () => {
+            if (!this.closed) this.n.replyErr(req, 0);
+          },
+          (e: Error) => {
+            this.opts.log.error(`mount: fallocate of ${this.pathOf(node)}: dropping cached pages: ${e.message}`);
+            if (!this.closed) this.n.replyErr(req, E.EIO);
+          },
+        );
       });
     });
 
