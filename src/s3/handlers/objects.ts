@@ -55,8 +55,8 @@ export async function putObject(ctx: S3Context, bodyLimit: number): Promise<void
 }
 
 /**
- * A conditional write (PutObject, CompleteMultipartUpload), as AWS has them since 2024:
- * `If-None-Match: *` needs no object at the key, `If-Match: ETAG` (or `*`) needs the current
+ * A conditional write (PutObject, CopyObject, CompleteMultipartUpload), as AWS has them since
+ * 2024: `If-None-Match: *` needs no object at the key, `If-Match: ETAG` (or `*`) needs the current
  * object to have that ETag. Checked here, before any body is read (412 at once), and again by
  * the engine at the moment of the swap, atomically: two writers racing with `If-None-Match: *`
  * cannot both win. Returns what the engine is to check, and the header it comes from.
