@@ -86,3 +86,23 @@ test('a rename journal whose record cannot be written at start-up does not stop 
   t.deepEqual(await fsp.readdir(journal), []);
   t.is((await readAll((await e2.getObject('bucket', 'moved')).body)).toString(), 'content');
 });
+
+test('a rotation to a longer key name that would overflow a file\'s attribute space fails that file with MetadataTooLarge; it stays readable under its old key', async (t) => {
+  const fx = await makeFixture();
+  t.teardown(() => fx.cleanup());
+  const e = fx.engine;
+  const backing = path.join(fx.dir, 'bucket', 'full');
+  const total = async () => (await fx.store.getXattr(backing, 'user.mountd.meta'))!.length + (await fx.store.getXattr(backing, 'user.mountd.key'))!.length;
+  // Metadata that leaves 20 bytes of the 3,800 free.
+  await e.putObject('bucket', 'full', Buffer.from('data'), { user: { note: 'n'.repeat(1000) } });
+  const fill = 1000 + (3780 - (await total()));
+  await e.putObject('bucket', 'full', Buffer.from('data'), { user: { note: 'n'.repeat(fill) } });
+  t.is(await total(), 3780);
+  const longName = `k${'x'.repeat(79)}`;
+  await e.createKey(longName);
+  const p = await e.rotateKey({ from: (await e.encryptionInfo('bucket', 'full')).keyName!, to: longName });
+  t.is(p.failed, 1);
+  t.regex(p.errors[0]!, /bucket\/full: the \d+-byte sealed metadata does not fit beside the \d+-byte key record in 3800 bytes/);
+  t.is((await readAll((await e.getObject('bucket', 'full')).body)).toString(), 'data');
+  t.not((await e.encryptionInfo('bucket', 'full')).keyName, longName);
+});

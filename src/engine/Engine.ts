@@ -1309,11 +1309,7 @@ export class Engine {
         // The record grows with the new name, the sealed metadata stays: both must still fit in
         // the attribute block, or setxattr fails after the move (ENOSPC) and leaves the file
         // unreadable, with a journal that cannot be replayed either.
-        const metaBytes = (await this.store.getXattr(path.join(from, rel), META_XATTR))?.length ?? 0;
-        const recordBytes = encodeRecord(next).length;
-        if (metaBytes + recordBytes > XATTR_BUDGET) {
-          throw new MountdError(ErrorCode.MetadataTooLarge, `${toBucket}/${tk}: the ${metaBytes}-byte sealed metadata does not fit beside the ${recordBytes}-byte key record of the new name in ${XATTR_BUDGET} bytes`);
-        }
+        await this.checkRecordFits(path.join(from, rel), next, `${toBucket}/${tk}`);
         entries.push({ rel, record: encodeRecord(next).toString('base64') });
         if (++done % 1000 === 0) this.log.info(`rename ${fromBucket}/${fromKey}: re-sealed ${done}/${rels.length} files (${Math.round(done / ((Date.now() - started) / 1000 || 1))}/s)`);
       }
@@ -1344,6 +1340,19 @@ export class Engine {
       if (path.dirname(from) !== path.dirname(to)) await this.store.fsyncDir(path.dirname(to));
       await this.journal.remove(id);
     });
+  }
+
+  /**
+   * A new key record (a rename's longer name, a rotation's longer key name) must still fit beside
+   * the file's sealed metadata in its attribute block: else setxattr would fail (ENOSPC) after
+   * the fact. MetadataTooLarge before anything changes instead.
+   */
+  private async checkRecordFits(p: string, next: KeyRecord, what: string): Promise<void> {
+    const metaBytes = (await this.store.getXattr(p, META_XATTR))?.length ?? 0;
+    const recordBytes = encodeRecord(next).length;
+    if (metaBytes + recordBytes > XATTR_BUDGET) {
+      throw new MountdError(ErrorCode.MetadataTooLarge, `${what}: the ${metaBytes}-byte sealed metadata does not fit beside the ${recordBytes}-byte key record in ${XATTR_BUDGET} bytes`);
+    }
   }
 
   /**
@@ -1499,6 +1508,7 @@ export class Engine {
               return;
             }
             const next = await this.keys.rewrap(record, bucket, key, opts.to);
+            await this.checkRecordFits(abs, next, `${bucket}/${key}`);
             const open = this.files.get(abs);
             const apply = async () => {
               await this.store.setXattr(abs, KEY_RECORD_XATTR, encodeRecord(next));
