@@ -106,3 +106,25 @@ test('a rotation to a longer key name that would overflow a file\'s attribute sp
   t.is((await readAll((await e.getObject('bucket', 'full')).body)).toString(), 'data');
   t.not((await e.encryptionInfo('bucket', 'full')).keyName, longName);
 });
+
+test('a rename entry kept as .failed is not applied to another file that took its path, and nothing is moved again at the next start', async (t) => {
+  const fx = await makeFixture();
+  t.teardown(() => fx.cleanup());
+  await fx.engine.putObject('bucket', 'moved', Buffer.from('content'));
+  const backing = path.join(fx.dir, 'bucket', 'moved');
+  const record = (await fx.store.getXattr(backing, 'user.mountd.key'))!;
+  const intent = { version: 1, op: 'rename', from: { bucket: 'bucket', key: 'gone-before' }, to: { bucket: 'bucket', key: 'moved' }, entries: [{ rel: '', record: record.toString('base64') }] };
+  await fx.store.removeXattr(backing, 'user.mountd.key');
+  await fx.store.setXattr(backing, 'user.filler', Buffer.alloc(3900, 1));
+  const journal = path.join(fx.dir, '.mountd', 'journal');
+  await fsp.writeFile(path.join(journal, 'rename-1-aaaaaaaaaaaa.json'), JSON.stringify(intent));
+  const e1 = await fx.reopen();
+  t.deepEqual(await fsp.readdir(journal), ['rename-1-aaaaaaaaaaaa.failed']);
+  // Meanwhile the damaged object is replaced through S3, and a new object takes the old name.
+  await e1.putObject('bucket', 'moved', Buffer.from('replacement'));
+  await e1.putObject('bucket', 'gone-before', Buffer.from('new object at the old name'));
+  const e2 = await fx.reopen();
+  t.is((await readAll((await e2.getObject('bucket', 'moved')).body)).toString(), 'replacement');
+  t.is((await readAll((await e2.getObject('bucket', 'gone-before')).body)).toString(), 'new object at the old name');
+  t.deepEqual(await fsp.readdir(journal), []);
+});

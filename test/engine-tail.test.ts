@@ -81,3 +81,21 @@ test('after a crash in the middle of an append, the next start puts the committe
   t.is(errors.length, 1, 'only the copy naming a path outside the data directory is an error');
   t.regex(errors[0] ?? '', /malformed/);
 });
+
+test('the long first flush of an empty file (a truncate up, a growing fallocate) is guarded too: a crash in it leaves the file empty, not damaged', async (t) => {
+  const fx = await makeFixture();
+  t.teardown(() => fx.cleanup());
+  const e = fx.engine;
+  const tails = path.join(fx.dir, '.mountd', 'tails');
+  await fsp.rm(tails, { recursive: true });
+  await fsp.writeFile(tails, 'not a directory');
+  const h = await e.create('bucket', 'grown.bin');
+  await e.ftruncate(h, 40 * P);
+  await t.throwsAsync(e.flush(h), undefined, 'an unguarded growth of an empty file is refused');
+  await fsp.rm(tails);
+  await fsp.mkdir(tails);
+  await e.flush(h);
+  await e.release(h);
+  t.deepEqual(await fsp.readdir(tails), []);
+  t.deepEqual(await readAll((await e.getObject('bucket', 'grown.bin')).body), Buffer.alloc(40 * P));
+});

@@ -232,6 +232,11 @@ fuseTest('fallocate: growing writes zeros, punch-hole and zero-range read back a
   t.regex((await run('fallocate', ['-n', '-l', '10M', `${b}/zeroed`])).stderr, /keep size mode is unsupported/, 'keep-size past the end cannot be honoured (EOPNOTSUPP)');
   t.is((await run('fallocate', ['-n', '-l', '10', `${b}/zeroed`])).code, 0, 'keep-size within the file has nothing to do');
   t.is((await fsp.stat(`${b}/zeroed`)).size, 18);
+  // More than the backing store holds: fallocate itself says ENOSPC (not a close that fails
+  // after it said yes), and the file is as it was.
+  const huge = await run('fallocate', ['-l', '100T', `${b}/zeroed`]);
+  t.regex(huge.stderr, /fallocate failed: No space left on device/);
+  t.is((await fsp.stat(`${b}/zeroed`)).size, 18);
 });
 
 fuseTest('setfattr and getfattr: user.* round-trips; other namespaces are not supported', async (t) => {

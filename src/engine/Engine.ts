@@ -503,6 +503,12 @@ export class Engine {
     }
   }
 
+  /** Whether the backing store has the space to grow a file from one size to another (sealed zeros included). */
+  async growthFits(fromSize: number, toSize: number): Promise<boolean> {
+    const fs = await fsp.statfs(this.store.root);
+    return backingSize(toSize) - backingSize(fromSize) <= fs.bavail * fs.bsize;
+  }
+
   /**
    * The version of the object at a name (null: none), for a conditional write's `expect`: of the
    * committed file, what S3 reads (a mount writer's buffered bytes are not part of it yet).
@@ -1365,7 +1371,14 @@ export class Engine {
       const p = e.rel === '' ? to : path.join(to, e.rel);
       try {
         const exists = await fsp.lstat(p).catch(() => null);
-        if (exists?.isFile()) await this.store.setXattr(p, KEY_RECORD_XATTR, Buffer.from(e.record, 'base64'));
+        if (!exists?.isFile()) continue;
+        // A kept entry's file may have been replaced (an S3 PUT, a rename over it) since the
+        // start that kept it: the old record must not land on the new file.
+        if (e.fileId !== undefined && (await this.fileIdAt(p)) !== e.fileId) {
+          this.log.warn(`an interrupted rename to ${intent.to.bucket}/${intent.to.key}: ${e.rel || '(the file itself)'} is another file now; its kept key record is dropped`);
+          continue;
+        }
+        await this.store.setXattr(p, KEY_RECORD_XATTR, Buffer.from(e.record, 'base64'));
       } catch (err) {
         if (!onError) throw err;
         onError(e, err);
@@ -1382,13 +1395,18 @@ export class Engine {
     for (const { id, intent } of await this.journal.pending()) {
       const from = this.store.objectPath(intent.from.bucket, intent.from.key);
       const to = this.store.objectPath(intent.to.bucket, intent.to.key);
-      if (await fsp.lstat(from).catch(() => null)) await fsp.rename(from, to);
+      // A kept intent's move is done: what is at `from` now is another object.
+      if (!intent.moved && (await fsp.lstat(from).catch(() => null))) await fsp.rename(from, to);
       const failed: RenameIntent['entries'] = [];
       await this.applyIntent(intent, (e, err) => {
         failed.push(e);
         this.log.error(`an interrupted rename to ${intent.to.bucket}/${intent.to.key}: the key record of ${e.rel || '(the file itself)'} could not be written (${(err as Error).message}); it reads as EIO until a later start writes it`);
       });
-      if (failed.length > 0) await this.journal.keepFailed(id, { ...intent, entries: failed });
+      if (failed.length > 0) {
+        // Each kept entry names the file it is for (see applyIntent).
+        for (const e of failed) e.fileId ??= await this.fileIdAt(e.rel === '' ? to : path.join(to, e.rel));
+        await this.journal.keepFailed(id, { ...intent, moved: true, entries: failed });
+      }
       await this.journal.remove(id);
       this.log.info(`finished an interrupted rename of ${intent.from.bucket}/${intent.from.key} to ${intent.to.bucket}/${intent.to.key} (${intent.entries.length - failed.length} of ${intent.entries.length} files)`);
     }
@@ -1824,6 +1842,22 @@ export class Engine {
     } catch (err) {
       await fh.close().catch(() => undefined);
       throw err;
+    }
+  }
+
+  /** The file id in a data file's header (hex), or undefined when it cannot be read. */
+  private async fileIdAt(p: string): Promise<string | undefined> {
+    try {
+      const fh = await fsp.open(p, 'r');
+      try {
+        const hb = Buffer.alloc(HEADER_BYTES);
+        await fh.read(hb, 0, HEADER_BYTES, 0);
+        return decodeHeader(hb).fileId.toString('hex');
+      } finally {
+        await fh.close();
+      }
+    } catch {
+      return undefined;
     }
   }
 

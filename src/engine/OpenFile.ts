@@ -42,6 +42,8 @@ const CLEAN_CACHE_PACKAGES = 24;
 const READAHEAD_PACKAGES = 16;
 /** Contiguous dirty packages written with one system call. */
 const WRITE_BATCH_PACKAGES = 32;
+/** Plaintext of a package past the end or a truncation: never written to. */
+const ZERO_PACKAGE = Buffer.alloc(PACKAGE_PLAINTEXT);
 
 /**
  * Plaintext packages (dirty and clean caches of every open file) and batches of sealed packages
@@ -258,6 +260,12 @@ export class OpenFile {
     try {
       for (const i of indices) {
         let pkg = this.dirty.get(i);
+        if (!pkg && (i * PACKAGE_PLAINTEXT >= this.zeroFrom || i >= oldCount)) {
+          // Zeros past the old end or a truncation (a truncate up, a growing fallocate): one
+          // shared buffer, not a copy each (a 5 GiB growth held 5 GiB of copies).
+          plain.set(i, ZERO_PACKAGE.subarray(0, packagePlaintextLength(size, i)));
+          continue;
+        }
         if (!pkg) {
           pkg = await this.ownCopy(i);
           copies.push(pkg);
@@ -296,7 +304,9 @@ export class OpenFile {
     const oldBacking = backingSize(this.diskSize);
     let saved: { at: number; bytes: Buffer } | null = null;
     try {
-      if (this.diskSize > 0 && indices.includes(oldCount - 1)) {
+      // An empty file's first flush is guarded too when it is long (a truncate up, a growing
+      // fallocate, a large first write): a crash in it left a damaged file, not an empty one.
+      if ((this.diskSize > 0 || indices.length > WRITE_BATCH_PACKAGES) && indices.includes(oldCount - 1)) {
         const at = packageOffset(oldCount - 1);
         const bytes = Buffer.allocUnsafe(oldBacking - at);
         const { bytesRead } = await this.fh.read(bytes, 0, bytes.length, at);
@@ -329,6 +339,16 @@ export class OpenFile {
       const want = backingSize(size);
       if (fstatSync(this.fh.fd).size > want) await this.fh.truncate(want);
     } catch (err) {
+      if (!saved && this.diskSize === 0) {
+        // An empty file has no committed bytes to keep, but it must stay an empty file: cut
+        // back to its one empty package, sealed again (the old one may be overwritten).
+        const empty = Buffer.alloc(PACKAGE_OVERHEAD);
+        this.sealPackage(oek, 0, true, Buffer.alloc(0), empty);
+        await this.fh
+          .truncate(oldBacking)
+          .then(() => writeFully(this.fh, empty, packageOffset(0)))
+          .catch(() => undefined);
+      }
       if (saved) {
         // Shrinking and rewriting bytes in place need no new space.
         const back = saved;

@@ -10,7 +10,13 @@ export interface RenameIntent {
   from: { bucket: string; key: string };
   to: { bucket: string; key: string };
   /** One entry per regular file moved: path relative to the renamed entry ('' for a file), its new key record (base64). */
-  entries: Array<{ rel: string; record: string }>;
+  entries: Array<{ rel: string; record: string; fileId?: string }>;
+  /**
+   * Set on an intent kept as `.failed`: the move was done at an earlier start. Whatever sits at
+   * `from` now is another object, and each entry's `fileId` (hex, from the data file's header)
+   * names the file its record belongs to: a file that replaced it since is left alone.
+   */
+  moved?: true;
 }
 
 export class RenameJournal {

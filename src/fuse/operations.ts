@@ -411,16 +411,24 @@ export function makeOperations({ engine, handles, log, lowLevel = false }: Opera
         if (offset < 0 || length <= 0) throw refuse('EINVAL');
         const size = engine.handleSize(fd);
         const end = offset + length;
+        // A growth is written now, not at the close: fallocate(2) is how a program learns that
+        // the space is there (ENOSPC), and a close that fails after it said yes loses the file.
+        const grow = async () => {
+          if (!Number.isSafeInteger(end)) throw refuse('EFBIG');
+          if (!(await engine.growthFits(size, end))) throw refuse('ENOSPC');
+          await engine.ftruncate(fd, end);
+          await engine.flush(fd);
+        };
         if ((mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) !== 0) {
           for (let at = offset, stop = Math.min(end, size); at < stop; ) at += await engine.write(fd, at, ZEROS.subarray(0, Math.min(ZEROS.length, stop - at)));
-          if ((mode & FALLOC_KEEP_SIZE) === 0 && end > size) await engine.ftruncate(fd, end);
+          if ((mode & FALLOC_KEEP_SIZE) === 0 && end > size) await grow();
           return;
         }
         if ((mode & FALLOC_KEEP_SIZE) !== 0) {
           if (end > size) throw refuse('EOPNOTSUPP');
           return;
         }
-        if (end > size) await engine.ftruncate(fd, end);
+        if (end > size) await grow();
       });
     },
 
