@@ -128,3 +128,30 @@ test('a rename entry kept as .failed is not applied to another file that took it
   t.is((await readAll((await e2.getObject('bucket', 'gone-before')).body)).toString(), 'new object at the old name');
   t.deepEqual(await fsp.readdir(journal), []);
 });
+
+test('a live directory rename whose record cannot be written for one file completes, keeps that entry as .failed, and the next start finishes it', async (t) => {
+  const fx = await makeFixture();
+  t.teardown(() => fx.cleanup());
+  const e = fx.engine;
+  await e.putObject('bucket', 'dir/a', Buffer.from('A'));
+  await e.putObject('bucket', 'dir/b', Buffer.from('B'));
+  // No room left for b's longer new record (a stand-in for a disk error on setxattr): the
+  // largest filler attribute the block still takes.
+  const b = path.join(fx.dir, 'bucket', 'dir', 'b');
+  let filled = false;
+  for (let n = 4000; n > 0 && !filled; n -= 4) filled = await fx.store.setXattr(b, 'user.filler', Buffer.alloc(n, 1)).then(() => true, () => false);
+  t.true(filled);
+  const to = `moved-${'x'.repeat(40)}`;
+  await e.rename('bucket', 'dir', 'bucket', to);
+  t.is((await readAll((await e.getObject('bucket', `${to}/a`)).body)).toString(), 'A');
+  const journal = path.join(fx.dir, '.mountd', 'journal');
+  t.is((await fsp.readdir(journal)).filter((n) => n.endsWith('.failed')).length, 1);
+  t.deepEqual((await fsp.readdir(journal)).filter((n) => n.endsWith('.json')), [], 'no journal that would move things again');
+  // A new object at the old name meanwhile is left where it is by the next start.
+  await e.putObject('bucket', 'dir/new', Buffer.from('N'));
+  await fx.store.removeXattr(path.join(fx.dir, 'bucket', to, 'b'), 'user.filler');
+  const e2 = await fx.reopen();
+  t.deepEqual(await fsp.readdir(journal), []);
+  t.is((await readAll((await e2.getObject('bucket', `${to}/b`)).body)).toString(), 'B');
+  t.is((await readAll((await e2.getObject('bucket', 'dir/new')).body)).toString(), 'N');
+});

@@ -1329,7 +1329,9 @@ export class Engine {
         throw fromSystemError(err, `${toBucket}/${toKey}`);
       }
       this.faults.afterRenameMove?.();
-      await this.applyIntent(intent);
+      // The move is done and stays done: a record that cannot be written now (a disk error) is
+      // kept for the next start rather than left in a journal that would move things again.
+      await this.applyIntentKeeping(id, intent);
       // Open files follow their path: new location, new record.
       for (const [p, f] of [...this.files]) {
         if (p !== from && !p.startsWith(from + path.sep)) continue;
@@ -1361,11 +1363,8 @@ export class Engine {
     }
   }
 
-  /**
-   * Writes every entry's new key record. `onError` (at start-up) takes an entry that failed and
-   * goes on with the others; without it the first failure is thrown.
-   */
-  private async applyIntent(intent: RenameIntent, onError?: (entry: RenameIntent['entries'][number], err: unknown) => void): Promise<void> {
+  /** Writes every entry's new key record; `onError` takes an entry that failed, and the others go on. */
+  private async applyIntent(intent: RenameIntent, onError: (entry: RenameIntent['entries'][number], err: unknown) => void): Promise<void> {
     const to = this.store.objectPath(intent.to.bucket, intent.to.key);
     for (const e of intent.entries) {
       const p = e.rel === '' ? to : path.join(to, e.rel);
@@ -1380,7 +1379,6 @@ export class Engine {
         }
         await this.store.setXattr(p, KEY_RECORD_XATTR, Buffer.from(e.record, 'base64'));
       } catch (err) {
-        if (!onError) throw err;
         onError(e, err);
       }
     }
@@ -1391,22 +1389,33 @@ export class Engine {
    * error, say) does not keep the daemon from starting: it is logged, reads as EIO meanwhile, and
    * its entry is kept in `DATA/.mountd/journal/ID.failed`, which the next start tries again.
    */
+  /**
+   * Writes the records of a rename whose move is done. Entries that fail are logged and kept as
+   * `ID.failed` (the move marked done, each entry with its file's id) for the next start; the
+   * caller removes the journal itself. Returns the entries that failed.
+   */
+  private async applyIntentKeeping(id: string, intent: RenameIntent): Promise<RenameIntent['entries']> {
+    const to = this.store.objectPath(intent.to.bucket, intent.to.key);
+    const failed: RenameIntent['entries'] = [];
+    await this.applyIntent(intent, (e, err) => {
+      failed.push(e);
+      this.log.error(`a rename to ${intent.to.bucket}/${intent.to.key}: the key record of ${e.rel || '(the file itself)'} could not be written (${(err as Error).message}); it reads as EIO until a later start writes it`);
+    });
+    if (failed.length > 0) {
+      // Each kept entry names the file it is for (see applyIntent).
+      for (const e of failed) e.fileId ??= await this.fileIdAt(e.rel === '' ? to : path.join(to, e.rel));
+      await this.journal.keepFailed(id, { ...intent, moved: true, entries: failed });
+    }
+    return failed;
+  }
+
   private async replayJournal(): Promise<void> {
     for (const { id, intent } of await this.journal.pending()) {
       const from = this.store.objectPath(intent.from.bucket, intent.from.key);
       const to = this.store.objectPath(intent.to.bucket, intent.to.key);
       // A kept intent's move is done: what is at `from` now is another object.
       if (!intent.moved && (await fsp.lstat(from).catch(() => null))) await fsp.rename(from, to);
-      const failed: RenameIntent['entries'] = [];
-      await this.applyIntent(intent, (e, err) => {
-        failed.push(e);
-        this.log.error(`an interrupted rename to ${intent.to.bucket}/${intent.to.key}: the key record of ${e.rel || '(the file itself)'} could not be written (${(err as Error).message}); it reads as EIO until a later start writes it`);
-      });
-      if (failed.length > 0) {
-        // Each kept entry names the file it is for (see applyIntent).
-        for (const e of failed) e.fileId ??= await this.fileIdAt(e.rel === '' ? to : path.join(to, e.rel));
-        await this.journal.keepFailed(id, { ...intent, moved: true, entries: failed });
-      }
+      const failed = await this.applyIntentKeeping(id, intent);
       await this.journal.remove(id);
       this.log.info(`finished an interrupted rename of ${intent.from.bucket}/${intent.from.key} to ${intent.to.bucket}/${intent.to.key} (${intent.entries.length - failed.length} of ${intent.entries.length} files)`);
     }
