@@ -64,20 +64,28 @@ test('racing conditional creators: exactly one wins, the others are Precondition
   t.deepEqual(await fsp.readdir(path.join(fx.dir, '.mountd', 'tmp')), []);
 });
 
-test('a rename journal whose record cannot be written at start-up does not stop the start: the file is logged and kept for the next start, which finishes it', async (t) => {
+/**
+ * A rename "interrupted" after the move: the journal holds the record `bucket/moved` should get,
+ * and a filler attribute leaves no room to write it (ENOSPC from setxattr, as a disk error
+ * would). Then the engine starts again over it.
+ */
+async function startWithUnwritableJournal(t: { teardown(fn: () => unknown): void }) {
   const fx = await makeFixture();
   t.teardown(() => fx.cleanup());
   await fx.engine.putObject('bucket', 'moved', Buffer.from('content'));
   const backing = path.join(fx.dir, 'bucket', 'moved');
   const record = (await fx.store.getXattr(backing, 'user.mountd.key'))!;
-  // A rename "interrupted" after the move: the journal holds the record the file should get.
-  // A filler attribute leaves no room to write it (ENOSPC from setxattr), as a disk error would.
   const intent = { version: 1, op: 'rename', from: { bucket: 'bucket', key: 'gone-before' }, to: { bucket: 'bucket', key: 'moved' }, entries: [{ rel: '', record: record.toString('base64') }] };
   await fx.store.removeXattr(backing, 'user.mountd.key');
   await fx.store.setXattr(backing, 'user.filler', Buffer.alloc(3900, 1));
   const journal = path.join(fx.dir, '.mountd', 'journal');
   await fsp.writeFile(path.join(journal, 'rename-1-aaaaaaaaaaaa.json'), JSON.stringify(intent));
   const e1 = await fx.reopen();
+  return { fx, backing, journal, e1 };
+}
+
+test('a rename journal whose record cannot be written at start-up does not stop the start: the file is logged and kept for the next start, which finishes it', async (t) => {
+  const { fx, backing, journal, e1 } = await startWithUnwritableJournal(t);
   t.deepEqual(await fsp.readdir(journal), ['rename-1-aaaaaaaaaaaa.failed'], 'kept for the next start');
   await t.throwsAsync(async () => readAll((await e1.getObject('bucket', 'moved')).body), { code: 'ENGINE_INTEGRITY' }, 'the file without its record does not read');
   // The cause gone, the next start writes the record and the file reads.
@@ -108,17 +116,7 @@ test('a rotation to a longer key name that would overflow a file\'s attribute sp
 });
 
 test('a rename entry kept as .failed is not applied to another file that took its path, and nothing is moved again at the next start', async (t) => {
-  const fx = await makeFixture();
-  t.teardown(() => fx.cleanup());
-  await fx.engine.putObject('bucket', 'moved', Buffer.from('content'));
-  const backing = path.join(fx.dir, 'bucket', 'moved');
-  const record = (await fx.store.getXattr(backing, 'user.mountd.key'))!;
-  const intent = { version: 1, op: 'rename', from: { bucket: 'bucket', key: 'gone-before' }, to: { bucket: 'bucket', key: 'moved' }, entries: [{ rel: '', record: record.toString('base64') }] };
-  await fx.store.removeXattr(backing, 'user.mountd.key');
-  await fx.store.setXattr(backing, 'user.filler', Buffer.alloc(3900, 1));
-  const journal = path.join(fx.dir, '.mountd', 'journal');
-  await fsp.writeFile(path.join(journal, 'rename-1-aaaaaaaaaaaa.json'), JSON.stringify(intent));
-  const e1 = await fx.reopen();
+  const { fx, journal, e1 } = await startWithUnwritableJournal(t);
   t.deepEqual(await fsp.readdir(journal), ['rename-1-aaaaaaaaaaaa.failed']);
   // Meanwhile the damaged object is replaced through S3, and a new object takes the old name.
   await e1.putObject('bucket', 'moved', Buffer.from('replacement'));
