@@ -153,3 +153,18 @@ test('a live directory rename whose record cannot be written for one file comple
   t.is((await readAll((await e2.getObject('bucket', `${to}/b`)).body)).toString(), 'B');
   t.is((await readAll((await e2.getObject('bucket', 'dir/new')).body)).toString(), 'N');
 });
+
+test('verify with a prefix checks exactly the keys that start with it (S3 prefix semantics, not whole directories)', async (t) => {
+  const fx = await makeFixture();
+  t.teardown(() => fx.cleanup());
+  const e = fx.engine;
+  for (const k of ['a/x', 'a/deep/y', 'ab', 'b/y', 'ba']) await e.putObject('bucket', k, Buffer.from(k));
+  const scanned = async (prefix: string) => (await e.verify({ bucket: 'bucket', prefix })).scanned;
+  t.is(await scanned(''), 5);
+  t.is(await scanned('a'), 3);
+  t.is(await scanned('a/'), 2);
+  t.is(await scanned('a/d'), 1);
+  t.is(await scanned('b/y'), 1);
+  t.is(await scanned('c'), 0);
+  t.is((await e.verify()).ok, 5);
+});

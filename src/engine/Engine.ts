@@ -1571,7 +1571,7 @@ export class Engine {
       {
         listBuckets: () => this.listBuckets(),
         headBucket: (b) => this.headBucket(b),
-        keysOf: async (b) => (await regularFilesBelow(this.store.bucketPath(b))).map((rel) => rel.split(path.sep).join('/')),
+        keysOf: (b, prefix) => filesUnder(this.store.bucketPath(b), prefix),
         statOrNull: (b, k) => this.statOrNull(b, k),
         readlink: (b, k) => this.readlink(b, k),
         getObject: (b, k) => this.getObject(b, k),
@@ -2083,6 +2083,35 @@ async function* toIterable(body: AsyncIterable<Uint8Array> | Uint8Array): AsyncG
 function versionOf(st: import('node:fs').BigIntStats | undefined): ObjectVersion | null {
   if (!st || !st.isFile()) return null;
   return { ino: Number(st.ino), size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
+}
+
+/**
+ * The regular files below a directory whose relative path ('/'-separated) starts with `prefix`,
+ * one at a time: directories that cannot hold such a path are not entered, and nothing is
+ * collected (a bucket of millions of files is walked in the memory of one directory listing per
+ * level). A directory that goes meanwhile is skipped.
+ */
+async function* filesUnder(root: string, prefix: string): AsyncGenerator<string> {
+  async function* walk(rel: string): AsyncGenerator<string> {
+    let entries;
+    try {
+      entries = await fsp.readdir(rel === '' ? root : path.join(root, rel), { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw err;
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const d of entries) {
+      const key = rel === '' ? d.name : `${rel}/${d.name}`;
+      if (d.isDirectory()) {
+        if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) yield* walk(key);
+      } else if (d.isFile() && key.startsWith(prefix)) {
+        yield key;
+      }
+    }
+  }
+  yield* walk('');
 }
 
 /** Regular files below a directory, as relative paths, in a stable order. */

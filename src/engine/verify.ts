@@ -40,8 +40,8 @@ export interface VerifyProgress {
 export interface VerifyTarget {
   listBuckets(): Promise<Array<{ name: string }>>;
   headBucket(bucket: string): Promise<void>;
-  /** Object keys of the regular backing files of a bucket, sorted. */
-  keysOf(bucket: string): Promise<string[]>;
+  /** Object keys of the regular backing files of a bucket that start with `prefix`, walked (not collected). */
+  keysOf(bucket: string, prefix: string): AsyncIterable<string>;
   statOrNull(bucket: string, key: string): Promise<{ type: string } | null>;
   readlink(bucket: string, key: string): Promise<string>;
   /** Streams an object's plaintext; its metadata is opened on the way. */
@@ -66,11 +66,7 @@ export async function verifyStore(target: VerifyTarget, opts: VerifyOptions = {}
   if (opts.bucket !== undefined) await target.headBucket(opts.bucket);
   const buckets = opts.bucket !== undefined ? [opts.bucket] : (await target.listBuckets()).map((b) => b.name);
   for (const bucket of buckets) {
-    const keys = (await target.keysOf(bucket).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return [] as string[]; // the bucket went since the listing
-      throw err;
-    })).filter((k) => opts.prefix === undefined || k.startsWith(opts.prefix));
-    for (const key of keys) {
+    for await (const key of target.keysOf(bucket, opts.prefix ?? '')) {
       if (opts.signal?.aborted) {
         report(false);
         throw new MountdError(ErrorCode.Busy, `verification interrupted after ${p.scanned} files`);
