@@ -540,7 +540,7 @@ export class Engine {
     const { oek, record } = await this.keys.create(bucket, sealKey, spec);
     const header = encodeHeader(this.random(16));
     // Metadata that cannot fit is refused before the body is read, not after (the ETag's length is known).
-    this.sealMeta(oek, header.bytes, { etag: etagOverride ?? EMPTY_MD5, ...meta }, encodeRecord(record));
+    checkMetaFits(Buffer.byteLength(JSON.stringify({ etag: etagOverride ?? EMPTY_MD5, ...meta })), encodeRecord(record).length);
     // A multipart completion gives its ETag: its body needs no MD5.
     const md5 = etagOverride === undefined ? new Md5() : null;
     let size = 0;
@@ -1252,17 +1252,9 @@ export class Engine {
   /** Read-only view of an object's encryption: never key material. */
   async encryptionInfo(bucket: string, key: string): Promise<EncryptionInfo & { keyUsable: boolean; keyError?: string }> {
     const p = this.store.objectPath(bucket, key);
-    const fh = await fsp.open(p, 'r').catch((err) => {
+    const header = await headerAt(p).catch((err) => {
       throw fromSystemError(err, `${bucket}/${key}`);
     });
-    let header;
-    try {
-      const buf = Buffer.alloc(HEADER_BYTES);
-      await fh.read(buf, 0, HEADER_BYTES, 0);
-      header = decodeHeader(buf);
-    } finally {
-      await fh.close();
-    }
     const raw = await this.store.getXattr(p, KEY_RECORD_XATTR);
     if (!raw) throw new MountdError(ErrorCode.Integrity, `${bucket}/${key}: no key record`);
     const record = decodeRecord(raw);
@@ -1856,18 +1848,10 @@ export class Engine {
 
   /** The file id in a data file's header (hex), or undefined when it cannot be read. */
   private async fileIdAt(p: string): Promise<string | undefined> {
-    try {
-      const fh = await fsp.open(p, 'r');
-      try {
-        const hb = Buffer.alloc(HEADER_BYTES);
-        await fh.read(hb, 0, HEADER_BYTES, 0);
-        return decodeHeader(hb).fileId.toString('hex');
-      } finally {
-        await fh.close();
-      }
-    } catch {
-      return undefined;
-    }
+    return headerAt(p).then(
+      (h) => h.fileId.toString('hex'),
+      () => undefined,
+    );
   }
 
   private async readRecord(p: string, what: string): Promise<KeyRecord> {
@@ -1913,11 +1897,9 @@ export class Engine {
    * rather than failing in setxattr as ENOSPC (which would read as a full disk).
    */
   private sealMeta(oek: Buffer, header: Uint8Array, meta: ObjectMeta, record: Uint8Array): Buffer {
-    const sealed = sealMetadata(oek, this.random(12), Buffer.from(JSON.stringify(meta), 'utf8'), this.metaAad(header));
-    if (sealed.length + record.length > XATTR_BUDGET) {
-      throw new MountdError(ErrorCode.MetadataTooLarge, `metadata of ${sealed.length} bytes (sealed) does not fit beside the ${record.length}-byte key record in ${XATTR_BUDGET} bytes`);
-    }
-    return sealed;
+    const json = Buffer.from(JSON.stringify(meta), 'utf8');
+    checkMetaFits(json.length, record.length);
+    return sealMetadata(oek, this.random(12), json, this.metaAad(header));
   }
 
   private async readMeta(f: OpenFile): Promise<ObjectMeta> {
@@ -2083,6 +2065,29 @@ async function* toIterable(body: AsyncIterable<Uint8Array> | Uint8Array): AsyncG
 function versionOf(st: import('node:fs').BigIntStats | undefined): ObjectVersion | null {
   if (!st || !st.isFile()) return null;
   return { ino: Number(st.ino), size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
+}
+
+/**
+ * Sealed metadata (version, nonce, JSON, tag: FORMAT.md) and the key record must fit the
+ * attribute budget together; its size follows from the JSON's, with no sealing needed.
+ */
+function checkMetaFits(jsonBytes: number, recordBytes: number): void {
+  const sealed = 1 + 12 + jsonBytes + 16;
+  if (sealed + recordBytes > XATTR_BUDGET) {
+    throw new MountdError(ErrorCode.MetadataTooLarge, `metadata of ${sealed} bytes (sealed) does not fit beside the ${recordBytes}-byte key record in ${XATTR_BUDGET} bytes`);
+  }
+}
+
+/** The decoded header of a data file (read on its own, without loading the file). */
+async function headerAt(p: string): Promise<ReturnType<typeof decodeHeader>> {
+  const fh = await fsp.open(p, 'r');
+  try {
+    const buf = Buffer.alloc(HEADER_BYTES);
+    await fh.read(buf, 0, HEADER_BYTES, 0);
+    return decodeHeader(buf);
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
